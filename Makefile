@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make run` and `make test`. Everything else goes through `hub`.
+PYTHON ?= python3
+VENV   := .venv
+HUB    := $(VENV)/bin/hub
+
+.PHONY: run test test-unit test-integration test-e2e docs clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(HUB) run
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest -q
+
+test-unit: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests/unit
+
+test-integration: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests/integration
+
+test-e2e: $(VENV)/.installed
+	$(VENV)/bin/pytest -q tests/e2e
+
+docs: $(VENV)/.installed
+	$(HUB) docs
+
+clean:
+	rm -rf .hub

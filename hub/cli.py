@@ -1,0 +1,79 @@
+"""`hub`: the one command line of the platform (the Makefile calls it)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Customer data hub for multi-store service chains.", no_args_is_help=True)
+SERVICE_NAMES = ("identity", "booking", "loyalty", "feedback", "insights")
+
+
+@app.command()
+def run(
+    simulate: Annotated[bool, typer.Option(help="Feed the platform with a simulated chain.")] = True,
+    rate: Annotated[float, typer.Option(help="Simulated touchpoints per second.")] = 20.0,
+    home: Annotated[Path, typer.Option(envvar="HUB_HOME", help="Where state lives.")] = Path(".hub"),
+):
+    """Start the whole platform on embedded defaults (no Docker needed)."""
+    from hub.launcher import run as run_stack
+
+    raise typer.Exit(run_stack(home.resolve(), simulate, rate))
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help="/".join(SERVICE_NAMES))]):
+    """Run one service (what the launcher and docker-compose start)."""
+    from hub.serve import serve as serve_service
+
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"one of {', '.join(SERVICE_NAMES)}")
+    serve_service(service)
+
+
+@app.command()
+def simulate(
+    identity_url: Annotated[str, typer.Option(help="Base URL of the identity service.")] = "http://127.0.0.1:8101",
+    api_key: Annotated[str, typer.Option(envvar="HUB_DEMO_API_KEY", help="Tenant API key.")] = "",
+    rate: Annotated[float, typer.Option(help="Touchpoints per second.")] = 20.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until stopped).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the chain.")] = 7,
+):
+    """Post a simulated chain's touchpoints to the ingestion API."""
+    from hub.simulate import run as run_simulation
+
+    if not api_key:
+        raise typer.BadParameter("--api-key or HUB_DEMO_API_KEY is required")
+
+    def report(result, sent):
+        if not hasattr(result, "status_code") or result.status_code != 200:
+            typer.echo(f"ingestion answered {getattr(result, 'status_code', result)}", err=True)
+
+    sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report)
+    typer.echo(f"accepted {sent} touchpoints")
+
+
+@app.command("issue-key")
+def issue_key(
+    tenant: Annotated[str, typer.Option(help="Tenant (chain) id the key is scoped to.")],
+    role: Annotated[str, typer.Option(help="admin, ingest or read.")] = "admin",
+):
+    """Issue a signed API key for a tenant (uses HUB_AUTH_SECRET)."""
+    from shared.auth import KeyVerifier, Role
+
+    secret = os.environ.get("HUB_AUTH_SECRET") or (Path(".hub") / "auth_secret").read_text().strip()
+    typer.echo(KeyVerifier(secret).issue(tenant, Role(role)))
+
+
+@app.command()
+def docs(check: Annotated[bool, typer.Option(help="Fail if the files are stale instead of writing.")] = False):
+    """Regenerate docs/events (JSON Schema, AsyncAPI) and deploy/clickhouse DDL from the code."""
+    from hub.docs import write_generated
+
+    stale = write_generated(Path.cwd(), check=check)
+    if stale and check:
+        typer.echo("stale: " + ", ".join(stale), err=True)
+        raise typer.Exit(1)
+    typer.echo("up to date" if not stale else f"wrote {len(stale)} files")

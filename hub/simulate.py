@@ -1,0 +1,235 @@
+"""A simulated multi-store chain feeding the hub over its public ingestion API.
+
+"Pawsome & Shine": grooming salons and detailing bays in Shanghai, Beijing, Shenzhen, Sydney and
+Melbourne (three IANA zones, one with DST). Customers discover the chain through ads and social
+accounts (known only by a WeChat openid), book in the app (phone + app user id), are served at the
+POS (phone + the store's POS id, a member card), buy retail, answer surveys and sometimes complain —
+so the same person arrives through several channels with overlapping identifiers. Store touchpoints
+happen only while the store is open in its own time zone.
+"""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+
+WECHAT_APP = "wx-pawsome"
+
+
+@dataclass(frozen=True)
+class Store:
+    store_id: str
+    zone: str
+    kind: str  # grooming | detailing
+    region: str  # phone region
+    opens: int = 9
+    closes: int = 21
+
+    def is_open(self, at: datetime) -> bool:
+        local = at.astimezone(ZoneInfo(self.zone))
+        return self.opens <= local.hour < self.closes
+
+
+STORES = (
+    Store("sh-jingan", "Asia/Shanghai", "grooming", "CN"),
+    Store("sh-pudong", "Asia/Shanghai", "grooming", "CN"),
+    Store("bj-chaoyang", "Asia/Shanghai", "grooming", "CN"),
+    Store("sz-nanshan", "Asia/Shanghai", "detailing", "CN"),
+    Store("syd-surryhills", "Australia/Sydney", "grooming", "AU"),
+    Store("mel-fitzroy", "Australia/Melbourne", "detailing", "AU"),
+)
+SERVICES = {
+    "grooming": [("groom-full", 38_000), ("bath-tidy", 18_000), ("nail-trim", 6_000), ("deshed", 26_000)],
+    "detailing": [("detail-full", 120_000), ("wash-wax", 28_000), ("interior", 45_000), ("ceramic", 380_000)],
+}
+RETAIL = [("shampoo-oat", 8_800), ("kibble-2kg", 15_900), ("chew-toy", 3_900), ("wax-spray", 12_900)]
+
+
+@dataclass
+class Customer:
+    n: int
+    store: Store
+    phone: str
+    openid: str
+    app_user_id: str | None = None
+    email: str | None = None
+    member_card: str | None = None
+    plate: str | None = None
+    stage: int = 0  # how far along the journey
+    staff: str = ""
+    appointment: str | None = None
+    service: tuple[str, int] | None = None
+
+
+@dataclass
+class Chain:
+    rng: random.Random
+    customers: list[Customer] = field(default_factory=list)
+
+    def staff_of(self, store: Store) -> str:
+        return f"{store.store_id}-staff-{self.rng.randint(1, 5)}"
+
+    def new_customer(self) -> Customer:
+        store = self.rng.choice(STORES)
+        n = len(self.customers) + 1
+        if store.region == "CN":
+            phone = f"1{self.rng.choice('3589')}{self.rng.randint(0, 9)}{self.rng.randint(10_000_000, 99_999_999)}"
+        else:
+            phone = f"+614{self.rng.randint(10_000_000, 99_999_999)}"
+        c = Customer(n, store, phone, openid=f"o{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}")
+        if store.kind == "detailing":
+            c.plate = f"{self.rng.choice(['沪A', '粤B', 'NSW ', 'VIC '])}{self.rng.randint(10000, 99999)}"
+        if self.rng.random() < 0.4:
+            c.email = f"customer{n}@example.com"
+        self.customers.append(c)
+        return c
+
+
+def _ids(c: Customer, *kinds: str) -> list[dict]:
+    out = []
+    for kind in kinds:
+        if kind == "phone":
+            out.append({"type": "phone", "value": c.phone})
+        elif kind == "openid":
+            out.append({"type": "wechat_openid", "value": c.openid, "scope": WECHAT_APP})
+        elif kind == "app" and c.app_user_id:
+            out.append({"type": "app_user_id", "value": c.app_user_id})
+        elif kind == "email" and c.email:
+            out.append({"type": "email", "value": c.email})
+        elif kind == "pos":
+            out.append({"type": "pos_customer_id", "value": f"P{c.n:06d}", "scope": c.store.store_id})
+        elif kind == "card" and c.member_card:
+            out.append({"type": "member_card", "value": c.member_card})
+        elif kind == "plate" and c.plate:
+            out.append({"type": "license_plate", "value": c.plate})
+    return out
+
+
+def _event(type_: str, c: Customer, channel: str, ids: list[dict], at: datetime, payload: dict | None = None,
+           store: bool = True) -> dict:
+    ev = {"event_id": str(uuid.uuid4()), "type": type_, "occurred_at": at.isoformat(), "channel": channel,
+          "identifiers": ids, "source": "simulator"}
+    if store:
+        ev["store_id"] = c.store.store_id
+    if payload is not None:
+        ev["payload"] = payload
+    return ev
+
+
+def next_events(chain: Chain, at: datetime) -> list[dict]:
+    """One customer moment: a newcomer's first contact, or the next step of someone's journey."""
+    rng = chain.rng
+    if not chain.customers or rng.random() < 0.25:
+        c = chain.new_customer()
+        if rng.random() < 0.6:
+            return [_event("ad.exposed", c, "ads", _ids(c, "openid"), at,
+                           {"campaign_id": rng.choice(["spring-groom", "winter-detail", "new-store"]),
+                            "platform": rng.choice(["douyin", "xiaohongshu", "wechat_moments"]),
+                            "clicked": rng.random() < 0.3}, store=False)]
+        return [_event("social.interacted", c, "social", _ids(c, "openid"), at,
+                       {"platform": "wechat", "action": rng.choice(["follow", "like", "message"])}, store=False)]
+    c = rng.choice(chain.customers)
+    kind = c.store.kind
+    open_now = c.store.is_open(at)
+    step = c.stage
+    c.stage += 1
+    if step == 0:
+        c.app_user_id = f"u{c.n:07d}"
+        return [_event("consultation.held", c, "wechat_miniprogram", _ids(c, "openid", "phone"), at,
+                       {"topic": "first visit", "service_category": kind})]
+    if step == 1 or (step > 9 and rng.random() < 0.5):
+        c.service = rng.choice(SERVICES[kind])
+        c.appointment = f"A{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}"
+        c.staff = chain.staff_of(c.store)
+        c.stage = 2
+        return [_event("booking.created", c, "app", _ids(c, "phone", "app"), at,
+                       {"appointment_id": c.appointment, "service_id": c.service[0], "service_category": kind,
+                        "starts_at": (at + timedelta(days=rng.randint(1, 10))).isoformat(),
+                        "staff_id": c.staff})]
+    if not open_now:
+        return [_event("social.interacted", c, "social", _ids(c, "openid"), at,
+                       {"platform": "wechat", "action": "like"}, store=False)]
+    if step == 2:
+        return [_event("reception.checked_in", c, "pos", _ids(c, "phone", "pos", "plate"), at,
+                       {"appointment_id": c.appointment, "staff_id": c.staff})]
+    if step == 3:
+        service = c.service or SERVICES[kind][0]
+        return [
+            _event("service.performed", c, "pos", _ids(c, "phone", "pos", "plate"), at,
+                   {"appointment_id": c.appointment, "service_ids": [service[0]], "service_category": kind,
+                    "staff_id": c.staff, "amount_minor": service[1],
+                    "currency": "CNY" if c.store.region == "CN" else "AUD"}),
+            _event("result.shown", c, "pos", _ids(c, "phone"), at, {"appointment_id": c.appointment,
+                                                                     "media_count": rng.randint(1, 6)}),
+        ]
+    if step == 4:
+        nps = min(10, max(0, int(rng.gauss(8.3, 2.0))))
+        events = [_event("survey.answered", c, "wechat_miniprogram", _ids(c, "openid", "phone"), at,
+                         {"appointment_id": c.appointment, "nps": nps, "csat": max(1, min(5, round(nps / 2))),
+                          "step_ratings": {"reception": rng.randint(3, 5), "service_quality": rng.randint(2, 5)},
+                          "staff_id": c.staff})]
+        if nps <= 4 and rng.random() < 0.6:
+            events.append(_event("complaint.filed", c, "phone", _ids(c, "phone"), at,
+                                 {"category": rng.choice(["service_quality", "waiting_time", "staff"]),
+                                  "severity": "high" if nps <= 2 else "medium",
+                                  "appointment_id": c.appointment}))
+        return events
+    if step == 5:
+        c.member_card = f"M{c.n:08d}"
+        return [_event("membership.invited", c, "pos", _ids(c, "phone", "card"), at,
+                       {"program": "paws-club", "accepted": rng.random() < 0.6})]
+    if step == 6:
+        sku, price = rng.choice(RETAIL)
+        qty = rng.randint(1, 3)
+        return [_event("purchase.completed", c, "pos", _ids(c, "phone", "card", "pos"), at,
+                       {"order_id": f"O{rng.getrandbits(40):x}", "amount_minor": price * qty,
+                        "currency": "CNY" if c.store.region == "CN" else "AUD",
+                        "items": [{"sku": sku, "quantity": qty, "unit_price_minor": price}]})]
+    if step == 7:
+        return [_event("followup.contacted", c, "phone", _ids(c, "phone"), at,
+                       {"reason": rng.choice(["care_tips", "rebook_reminder"]), "outcome": "reached"})]
+    if step == 8:
+        return [_event("recommendation.offered", c, "app", _ids(c, "app", "email"), at,
+                       {"item_id": rng.choice(RETAIL)[0], "accepted": rng.random() < 0.3}, store=False)]
+    return [_event("store.visited", c, "walk_in", _ids(c, "phone"), at, {"purpose": "browse"})]
+
+
+def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: float = 1.0) -> list[dict]:
+    """n events of a fresh chain, for tests and benchmarks."""
+    chain = Chain(random.Random(seed))
+    at = start or datetime.now(UTC)
+    out: list[dict] = []
+    while len(out) < n:
+        out.extend(next_events(chain, at))
+        at += timedelta(seconds=spacing_s)
+    return out[:n]
+
+
+def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, seed: int,
+        on_batch=None) -> int:
+    """Post events at about `rate` per second until `duration_s` (forever when None)."""
+    chain = Chain(random.Random(seed))
+    sent = 0
+    started = time.monotonic()
+    with httpx.Client(base_url=identity_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as client:
+        while duration_s is None or time.monotonic() - started < duration_s:
+            tick = time.monotonic()
+            batch: list[dict] = []
+            while len(batch) < max(1, int(rate / 2)):
+                batch.extend(next_events(chain, datetime.now(UTC)))
+            try:
+                response = client.post("/v1/touchpoints", json={"events": batch})
+                if response.status_code == 200:
+                    sent += response.json()["accepted"]
+                if on_batch:
+                    on_batch(response, sent)
+            except httpx.HTTPError as exc:
+                if on_batch:
+                    on_batch(exc, sent)
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - tick)))
+    return sent

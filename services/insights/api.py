@@ -1,0 +1,40 @@
+"""Insights' HTTP routes."""
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from shared.auth import CallerRead
+
+touchpoints = APIRouter(prefix="/v1/touchpoints", tags=["touchpoints"])
+
+
+class StoredTouchpoint(BaseModel):
+    event_id: UUID
+    tenant_id: str
+    store_id: str
+    customer_id: UUID
+    type: str
+    schema_version: int
+    channel: str
+    source: str
+    occurred_at: Any
+    recorded_at: Any
+    stored_at: Any
+    identifier_types: list[str]
+    payload: dict
+    trace_id: str
+    attribution_version: int
+
+
+@touchpoints.get("/{event_id}", response_model=StoredTouchpoint,
+                 summary="A touchpoint as stored in ClickHouse (404 until it has arrived)")
+async def get_touchpoint(event_id: UUID, request: Request, caller: CallerRead):
+    row = await run_in_threadpool(request.app.state.warehouse.get_touchpoint, caller.tenant_id, event_id)
+    if row is None:
+        raise HTTPException(404, "not stored yet (or not yours): touchpoints arrive within seconds of ingestion")
+    return row

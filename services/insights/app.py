@@ -1,0 +1,69 @@
+"""Insights' composition root: ClickHouse (server or embedded engine), the faust processors in this
+process's event loop, and the read API."""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+
+from services.insights import api
+from services.insights.processors import build_processor
+from services.insights.settings import InsightsSettings
+from services.insights.warehouse import Warehouse
+from shared.auth import KeyVerifier
+from shared.bus.producer import ensure_topics
+from shared.http import create_service_app
+from shared.telemetry import setup_tracing
+from shared.topics import all_topics
+
+
+def create_app(settings: InsightsSettings | None = None):
+    settings = settings or InsightsSettings()
+    setup_tracing(settings.service_name)
+    state: dict = {"warehouse": None, "processor": None}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        def open_warehouse():
+            warehouse = Warehouse(url=settings.clickhouse_url, path=settings.clickhouse_path,
+                                  database=settings.clickhouse_database)
+            warehouse.migrate()
+            return warehouse
+
+        state["warehouse"] = app.state.warehouse = await asyncio.to_thread(open_warehouse)
+        processor = None
+        if settings.run_processors:
+            await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap_servers, all_topics(), settings.topic_prefix)
+            processor = state["processor"] = build_processor(settings, state["warehouse"])
+            await processor.start()
+        try:
+            yield
+        finally:
+            if processor is not None:
+                await processor.stop()
+            await asyncio.to_thread(state["warehouse"].close)
+
+    def clickhouse():
+        return (state["warehouse"] is not None and state["warehouse"].ping()), "clickhouse"
+
+    def processors():
+        p = state["processor"]
+        if not settings.run_processors:
+            return True, "not run in this process"
+        if p is None or p.should_stop or p.crashed:
+            return False, "faust worker not running"
+        stats = p.hub_stats
+        if stats["last_insert_error"]:
+            return False, f"ClickHouse inserts failing: {stats['last_insert_error']}"
+        idle = time.monotonic() - stats["last_batch_at"] if stats["last_batch_at"] else None
+        return True, f"stored={stats['stored']} dead_lettered={stats['dead_lettered']} idle_s={idle and round(idle)}"
+
+    return create_service_app(
+        title="Customer hub — insights",
+        description="Stream processors (faust) into ClickHouse, and reads over them.",
+        settings=settings,
+        key_verifier=KeyVerifier.from_settings(settings),
+        readiness={"clickhouse": clickhouse, "processors": processors},
+        routers=[api.touchpoints],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,114 @@
+"""faust-streaming processors of insights. The touchpoint sink takes resolved touchpoints in batches
+(at most `flush_max_rows`, at most `flush_interval_s` old), inserts them into ClickHouse in one insert,
+and only then acknowledges them, so faust commits offsets of durable rows only. A message that does
+not decode goes to the dead-letter topic with its reason; ClickHouse being down stalls the stream
+(backing off) instead of dropping anything."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import faust
+from opentelemetry.trace import format_trace_id
+
+from services.insights.settings import InsightsSettings
+from services.insights.warehouse import Warehouse, touchpoint_row
+from shared.bus.consumer import dead_letter_headers
+from shared.events import DecodeError, Touchpoint, decode
+from shared.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_PROCESSED
+from shared.telemetry import carrier_from_kafka_headers, context_from_carrier, tracer
+from shared.topics import TOUCHPOINTS_RESOLVED
+
+log = logging.getLogger(__name__)
+_tracer = tracer("insights")
+
+
+def _headers(message) -> list[tuple[str, bytes]]:
+    headers = message.headers or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+class _Record:
+    """The view of a faust message that dead_letter_headers expects."""
+
+    def __init__(self, message):
+        self.topic, self.partition, self.offset = message.topic, message.partition, message.offset
+        self.headers = _headers(message)
+
+
+def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.App:
+    """Built inside the running event loop (the API process's), never at import time."""
+    brokers = ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap_servers.split(","))
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.topic_prefix}insights",
+        broker=brokers,
+        datadir=str(data_dir),
+        web_enabled=False,
+        autodiscover=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # topics come from the registry, created by the services
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        # Short group timeouts: a join takes about half the session timeout on the embedded broker.
+        broker_session_timeout=6,
+        broker_heartbeat_interval=2,
+        broker_commit_interval=1.0,
+        # Changelog end offsets are only right with one record per produce on the embedded broker.
+        producer_max_batch_size=1,
+    )
+    source = app.topic(settings.topic(TOUCHPOINTS_RESOLVED.name), value_serializer="raw", key_serializer="raw")
+    dead_letters = app.topic(settings.topic(TOUCHPOINTS_RESOLVED.dlq.name), value_serializer="raw",
+                             key_serializer="raw")
+    app.hub_stats = {"stored": 0, "dead_lettered": 0, "last_insert_error": None, "last_batch_at": 0.0}
+
+    async def insert_until_durable(rows: list[list]) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(warehouse.insert_touchpoints, rows)
+                app.hub_stats["last_insert_error"] = None
+                return
+            except Exception as exc:  # ClickHouse unavailable: hold the batch, commit nothing
+                app.hub_stats["last_insert_error"] = repr(exc)
+                log.warning("ClickHouse insert failed, retrying in %.1fs: %r", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    @app.agent(source, name="touchpoint-sink")
+    async def touchpoint_sink(stream):
+        async for batch in stream.noack().noack_take(settings.flush_max_rows, within=settings.flush_interval_s):
+            rows, spans = [], []
+            for event in batch:
+                message = event.message
+                try:
+                    touchpoint = decode(message.value)
+                    if not isinstance(touchpoint, Touchpoint) or touchpoint.customer_id is None:
+                        raise DecodeError("touchpoints.resolved must carry a touchpoint with its customer_id")
+                except DecodeError as exc:
+                    MESSAGES_DEAD_LETTERED.labels("insights", TOUCHPOINTS_RESOLVED.name, "DecodeError").inc()
+                    app.hub_stats["dead_lettered"] += 1
+                    sent = await dead_letters.send(key=message.key, value=message.value,
+                                                   headers=dead_letter_headers(_Record(message), exc.reason,
+                                                                               "DecodeError"))
+                    await sent
+                    continue
+                span = _tracer.start_span(
+                    "touchpoint.store", context=context_from_carrier(carrier_from_kafka_headers(_headers(message))),
+                    attributes={"event.id": str(touchpoint.event_id), "event.type": touchpoint.type},
+                )
+                spans.append(span)
+                rows.append(touchpoint_row(touchpoint, format_trace_id(span.get_span_context().trace_id)))
+            await insert_until_durable(rows)
+            for span in spans:
+                span.end()
+            for event in batch:
+                await stream.ack(event)
+            app.hub_stats["stored"] += len(rows)
+            app.hub_stats["last_batch_at"] = time.monotonic()
+            MESSAGES_PROCESSED.labels("insights", TOUCHPOINTS_RESOLVED.name).inc(len(rows))
+
+    return app

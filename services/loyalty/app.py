@@ -1,0 +1,16 @@
+"""Loyalty's composition root. The foundation gives it its schema, outbox and relay, health and
+readiness; its domain arrives with its own issue."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.loyalty.settings import LoyaltySettings
+from shared.runtime import service_app
+
+
+def create_app(settings: LoyaltySettings | None = None):
+    return service_app(
+        settings=settings or LoyaltySettings(), title="loyalty",
+        description="Membership tiers (silver, gold, diamond, VIP) and the points ledger.",
+        migrations_dir=Path(__file__).parent / "migrations",
+    )

@@ -1,0 +1,83 @@
+"""Tenant API keys. A key is a signed token naming its tenant and role, so every service can verify
+it with the shared secret without calling another service. The embedded demo key is a literal value
+(HUB_DEMO_API_KEY) accepted for the demo tenant.
+"""
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from itsdangerous import BadSignature, URLSafeSerializer
+
+KEY_PREFIX = "hub_"
+
+
+class Role(StrEnum):
+    admin = "admin"
+    ingest = "ingest"
+    read = "read"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    role: Role
+    key_id: str
+
+
+class KeyVerifier:
+    def __init__(self, secret: str, demo_key: str | None = None, demo_tenant: str = "demo"):
+        self._serializer = URLSafeSerializer(secret, salt="hub-api-key")
+        self._demo_key, self._demo_tenant = demo_key, demo_tenant
+
+    @classmethod
+    def from_settings(cls, settings) -> "KeyVerifier":
+        demo = settings.demo_api_key.get_secret_value() if settings.demo_api_key else None
+        return cls(settings.auth_secret.get_secret_value(), demo, settings.demo_tenant_id)
+
+    def issue(self, tenant_id: str, role: Role = Role.admin) -> str:
+        token = self._serializer.dumps({"t": tenant_id, "r": role.value, "k": secrets.token_hex(6)})
+        return KEY_PREFIX + token
+
+    def verify(self, key: str) -> Principal | None:
+        if self._demo_key and hmac.compare_digest(key.encode(), self._demo_key.encode()):
+            return Principal(self._demo_tenant, Role.admin, "demo")
+        if not key.startswith(KEY_PREFIX):
+            return None
+        try:
+            claims = self._serializer.loads(key[len(KEY_PREFIX):])
+            return Principal(claims["t"], Role(claims["r"]), claims["k"])
+        except (BadSignature, KeyError, ValueError, TypeError):
+            return None
+
+
+def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller's tenant and role from `Authorization: Bearer <key>`."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise HTTPException(401, "missing API key: send Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    found = request.app.state.key_verifier.verify(key.strip())
+    if found is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def require(*roles: Role):
+    allowed = {Role.admin, *roles}
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.role not in allowed:
+            raise HTTPException(403, f"role {who.role} may not do this; needs one of {sorted(allowed)}")
+        return who
+
+    return check
+
+
+CallerIngest = Annotated[Principal, Depends(require(Role.ingest))]
+CallerRead = Annotated[Principal, Depends(require(Role.read))]

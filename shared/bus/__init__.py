@@ -1,0 +1,1 @@
+"""Messaging: keyed producer, transactional outbox with its relay, and the consumer loop."""

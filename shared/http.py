@@ -1,0 +1,119 @@
+"""What every service's HTTP app shares: problem-details errors, /healthz, /readyz, /metrics and a
+server span per request (W3C traceparent honoured)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.telemetry import context_from_carrier, tracer
+
+log = logging.getLogger(__name__)
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+def problem(status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None) -> JSONResponse:
+    body = {
+        "type": f"https://errors.customer-hub.dev/{status}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
+        for e in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return problem(400, "the request body is not valid JSON", _field_errors(exc))
+        return problem(422, "the request does not match the schema", _field_errors(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException):
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):  # still a problem body, and logged with its trace
+        log.exception("unhandled error")
+        return problem(500, "internal error; it has been logged")
+
+
+def install_tracing(app: FastAPI, service: str) -> None:
+    t = tracer(service)
+
+    @app.middleware("http")
+    async def _span(request: Request, call_next):
+        parent = context_from_carrier({k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")})
+        token = otel_context.attach(parent)
+        try:
+            with t.start_as_current_span(f"{request.method} {request.url.path}", kind=trace.SpanKind.SERVER) as span:
+                response = await call_next(request)
+                span.set_attribute("http.status_code", response.status_code)
+                return response
+        finally:
+            otel_context.detach(token)
+
+
+def ops_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz", summary="The process is alive")
+    def healthz():
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Every dependency is reachable (503 otherwise)")
+    def readyz():
+        results = {}
+        for name, check in checks.items():
+            try:
+                ok, detail = check()
+            except Exception as exc:
+                ok, detail = False, repr(exc)
+            results[name] = {"ok": ok, "detail": detail}
+        ready = all(r["ok"] for r in results.values())
+        return JSONResponse({"ready": ready, "checks": results}, status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    def metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(
+    *,
+    title: str,
+    description: str,
+    settings,
+    key_verifier,
+    readiness: dict[str, ReadinessCheck],
+    routers: list[APIRouter],
+    lifespan,
+) -> FastAPI:
+    """The FastAPI app of one service with the platform's error format, ops routes and tracing."""
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.key_verifier = key_verifier
+    install_error_handlers(app)
+    install_tracing(app, settings.service_name)
+    app.include_router(ops_router(readiness))
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,82 @@
+"""The topic registry: every Kafka topic the platform uses, who writes it, who reads it, and why.
+
+Code names topics only through these constants (a test walks the services' imports to check it),
+so this module is the map of what crosses between services.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SERVICES = ("identity", "booking", "loyalty", "feedback", "insights")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    key: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    why: str
+    carries: str = "touchpoint"  # which events: "touchpoint" (every touchpoint type) or "customer"
+    public: bool = False
+
+    @property
+    def dlq(self) -> "TopicSpec":
+        """Where a consumer parks a message it cannot process, with the reason in its headers."""
+        return TopicSpec(
+            name=f"{self.name}.dlq", partitions=1, key=self.key, producers=self.consumers,
+            consumers=(), why=f"Messages of {self.name} that could not be processed, with the error.",
+            carries=self.carries,
+        )
+
+
+TOUCHPOINTS_RAW = TopicSpec(
+    name="touchpoints.raw",
+    partitions=12,
+    key="tenant_id|type|value of the event's first identifier (no customer id yet)",
+    producers=("identity", "booking", "loyalty", "feedback"),
+    consumers=("identity",),
+    why="Every accepted touchpoint before resolution: the ingestion API's and the services' outboxes "
+        "write here so that identity is the single place customers are resolved.",
+)
+
+TOUCHPOINTS_RESOLVED = TopicSpec(
+    name="touchpoints.resolved",
+    partitions=12,
+    key="customer_id",
+    producers=("identity",),
+    consumers=("insights",),
+    why="Touchpoints carrying their canonical customer_id, keyed by it so one customer's events stay in "
+        "order for every downstream processor.",
+    public=True,
+)
+
+CUSTOMERS_CHANGES = TopicSpec(
+    name="customers.changes",
+    partitions=6,
+    key="customer_id",
+    producers=("identity",),
+    consumers=(),
+    why="Profile lifecycle (created, merged, split, erased) so downstream state can follow the profile.",
+    carries="customer",
+    public=True,
+)
+
+REGISTRY: dict[str, TopicSpec] = {
+    spec.name: spec for spec in (TOUCHPOINTS_RAW, TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES)
+}
+
+
+def all_topics() -> list[TopicSpec]:
+    """Every topic including the dead-letter topic of each consumed one."""
+    specs = list(REGISTRY.values())
+    return specs + [spec.dlq for spec in specs if spec.consumers]
+
+
+def produced_by(service: str) -> list[TopicSpec]:
+    return [spec for spec in REGISTRY.values() if service in spec.producers]
+
+
+def consumed_by(service: str) -> list[TopicSpec]:
+    return [spec for spec in REGISTRY.values() if service in spec.consumers]
