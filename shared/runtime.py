@@ -62,7 +62,8 @@ class ServiceRuntime:
 
     def start_messaging(self, consumer_specs: list[ConsumerSpec] = ()) -> None:
         s = self.settings
-        ensure_topics(s.kafka_bootstrap_servers, all_topics(), prefix=s.topic_prefix)
+        ensure_topics(s.kafka_bootstrap_servers, all_topics(), prefix=s.topic_prefix,
+                      replication_factor=s.kafka_replication_factor)
         self.producer = make_producer(s.kafka_bootstrap_servers, client_id=s.service_name)
         if not s.run_workers:
             return

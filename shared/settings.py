@@ -41,6 +41,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
         description="Comma-separated Kafka bootstrap servers.",
     )
+    kafka_replication_factor: int = Field(
+        1,
+        validation_alias=AliasChoices("HUB_KAFKA_REPLICATION_FACTOR", "kafka_replication_factor"),
+        description="Replicas of each topic the services create (3 on a production cluster).",
+    )
     topic_prefix: str = Field(
         "",
         validation_alias=AliasChoices("HUB_TOPIC_PREFIX", "topic_prefix"),
@@ -81,6 +86,8 @@ class ServiceSettings(BaseSettings):
         if self.environment == Environment.production:
             if self.auth_secret.get_secret_value() == DEFAULT_AUTH_SECRET:
                 raise ValueError("HUB_AUTH_SECRET must be set in production (the default is public)")
+            if self.demo_api_key and self.demo_api_key.get_secret_value():
+                raise ValueError("HUB_DEMO_API_KEY is for the embedded demo; unset it in production")
         if not self.port:
             self.port = SERVICE_PORTS.get(self.service_name, 8100)
         return self

@@ -33,7 +33,8 @@ def create_app(settings: InsightsSettings | None = None):
         state["warehouse"] = app.state.warehouse = await asyncio.to_thread(open_warehouse)
         processor = None
         if settings.run_processors:
-            await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap_servers, all_topics(), settings.topic_prefix)
+            await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap_servers, all_topics(),
+                                    settings.topic_prefix, 30, settings.kafka_replication_factor)
             processor = state["processor"] = build_processor(settings, state["warehouse"])
             await processor.start()
         try:

@@ -77,18 +77,18 @@ class ConsumerLoop(threading.Thread):
         self.topic = f"{topic_prefix}{spec.name}"
         self.dlq_topic = f"{topic_prefix}{spec.dlq.name}"
         self.max_records, self.session_timeout_ms, self.max_backoff_s = max_records, session_timeout_ms, max_backoff_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.last_poll_at = 0.0
         self.last_error: str | None = None
         self.processed = 0
         self.dead_lettered = 0
 
     def stop(self, timeout: float = 15) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             consumer = None
             try:
                 consumer = KafkaConsumer(
@@ -107,13 +107,13 @@ class ConsumerLoop(threading.Thread):
             except Exception as exc:
                 self.last_error = repr(exc)
                 log.warning("consumer %s crashed, restarting: %r", self.topic, exc)
-                self._stop.wait(1.0)
+                self._stopping.wait(1.0)
             finally:
                 if consumer is not None:
                     consumer.close(autocommit=False)
 
     def _consume(self, consumer: KafkaConsumer) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             polled = consumer.poll(timeout_ms=200)
             self.last_poll_at = time.monotonic()
             self.last_error = None
@@ -164,7 +164,7 @@ class ConsumerLoop(threading.Thread):
     def _with_retries(self, deliveries: list[Delivery], isolate: bool = False):
         """True on success; False (batch) or (reason, class) (single) on a permanent error; None if stopping."""
         backoff = 0.2
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self.handler(deliveries)
                 return True
@@ -172,7 +172,7 @@ class ConsumerLoop(threading.Thread):
                 self.last_error = repr(exc)
                 HANDLER_RETRIES.labels(self.service, self.spec.name).inc()
                 log.warning("transient failure on %s, retrying in %.1fs: %r", self.topic, backoff, exc)
-                self._stop.wait(backoff)
+                self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
             except Exception as exc:
                 if not isolate:

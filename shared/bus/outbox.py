@@ -88,23 +88,23 @@ class OutboxRelay(threading.Thread):
         self.topic_prefix, self.batch_size, self.idle_sleep_s = topic_prefix, batch_size, idle_sleep_s
         self.retention, self.replay_since = retention, replay_since
         self.service = service or schema
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.last_error: str | None = None
         self.is_leader = False
         self.published = 0
 
     def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self._lead()
             except Exception as exc:  # broker or database down: keep trying, nothing is marked published
                 self.last_error = repr(exc)
                 log.warning("outbox relay %s failed, retrying: %r", self.schema, exc)
-                self._stop.wait(1.0)
+                self._stopping.wait(1.0)
 
     def _lead(self) -> None:
         with self.db.connection() as conn:
@@ -114,19 +114,19 @@ class OutboxRelay(threading.Thread):
                 self.is_leader = cur.fetchone()[0]
                 conn.commit()
                 if not self.is_leader:
-                    self._stop.wait(2.0)  # another replica relays this schema
+                    self._stopping.wait(2.0)  # another replica relays this schema
                     return
                 try:
                     self._replay(cur, conn)
                     last_purge = 0.0
-                    while not self._stop.is_set():
+                    while not self._stopping.is_set():
                         sent = self.publish_batch(cur, conn)
                         self.last_error = None
                         if time.monotonic() - last_purge > 60:
                             self._purge(cur, conn)
                             last_purge = time.monotonic()
                         if sent < self.batch_size:
-                            self._stop.wait(self.idle_sleep_s)
+                            self._stopping.wait(self.idle_sleep_s)
                 finally:
                     self.is_leader = False
                     if conn.closed == 0:

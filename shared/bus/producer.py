@@ -27,7 +27,8 @@ def make_producer(bootstrap_servers: str, client_id: str) -> KafkaProducer:
     )
 
 
-def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec], prefix: str = "", timeout_s: float = 30) -> None:
+def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec], prefix: str = "", timeout_s: float = 30,
+                  replication_factor: int = 1) -> None:
     """Create the topics that do not exist yet; safe to call from every service at start."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -41,7 +42,7 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec], prefix: str = 
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name=f"{prefix}{s.name}", num_partitions=s.partitions, replication_factor=1)
+            NewTopic(name=f"{prefix}{s.name}", num_partitions=s.partitions, replication_factor=replication_factor)
             for s in specs if f"{prefix}{s.name}" not in existing
         ]
         for topic in missing:

@@ -1,0 +1,157 @@
+"""Real engines for every test that needs one, chosen once per session:
+
+- Docker engine answers  -> testcontainers (Apache Kafka, Postgres, ClickHouse server);
+- otherwise               -> the local Postgres (or an embedded pgserver), a fresh embedded tansu broker,
+                             and the real ClickHouse engine in-process (chdb).
+TEST_DATABASE_URL / TEST_KAFKA_BOOTSTRAP_SERVERS / TEST_CLICKHOUSE_URL point at servers you run yourself.
+Each test gets its own database, topic prefix and ClickHouse database, so tests never see each other.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from hypothesis import settings as hypothesis_settings
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import shared.telemetry
+from hub.embedded import port_open, start_broker, start_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+SPANS = InMemorySpanExporter()
+# Shared, noisy CI machines: judge properties, never per-example wall-clock time.
+hypothesis_settings.register_profile("hub", deadline=None)
+hypothesis_settings.load_profile("hub")
+
+
+def pytest_configure(config):
+    # One in-memory tracer provider for the whole test process, so tests can read the spans.
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(SPANS))
+    trace.set_tracer_provider(provider)
+    shared.telemetry._configured = True
+
+
+def _docker_engine() -> bool:
+    if os.environ.get("HUB_TESTS_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> bool:
+    return _docker_engine()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(docker_engine, tmp_path_factory):
+    """A DSN with rights to create databases."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+    elif docker_engine:
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver=None) as pg:
+            yield pg.get_connection_url()
+    elif port_open("127.0.0.1", 5432):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+    else:
+        server, dsn = start_postgres(tmp_path_factory.mktemp("pg"))
+        yield dsn
+        server.cleanup()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    return make_dsn(**{**parse_dsn(dsn), "dbname": name})
+
+
+@pytest.fixture
+def database_url(pg_admin_dsn):
+    """A brand-new, empty database for one test."""
+    name = f"hub_t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_admin_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    yield _with_database(pg_admin_dsn, name)
+    with admin.cursor() as cur:
+        cur.execute(f'drop database if exists "{name}" with (force)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(docker_engine, tmp_path_factory):
+    if servers := os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"):
+        yield servers
+    elif docker_engine:
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        broker = start_broker(log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+        yield broker.bootstrap
+        broker.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def clickhouse_target(docker_engine, tmp_path_factory) -> dict:
+    """Where ClickHouse lives: a server URL, or one embedded data directory for this process (the
+    embedded engine allows one directory per process)."""
+    if url := os.environ.get("TEST_CLICKHOUSE_URL"):
+        yield {"url": url, "path": ""}
+    elif docker_engine:
+        from testcontainers.clickhouse import ClickHouseContainer
+
+        with ClickHouseContainer() as ch:
+            host, port = ch.get_container_host_ip(), ch.get_exposed_port(8123)
+            yield {"url": f"http://{ch.username}:{ch.password}@{host}:{port}", "path": ""}
+    else:
+        yield {"url": None, "path": str(tmp_path_factory.mktemp("clickhouse"))}
+
+
+@pytest.fixture
+def clickhouse_database() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def service_env(database_url, kafka_bootstrap, topic_prefix, clickhouse_target, clickhouse_database, tmp_path):
+    """Settings values for building any service against this test's engines."""
+    return {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "topic_prefix": topic_prefix,
+        "demo_api_key": "test-demo-key",
+        "auth_secret": "test-secret",
+        "clickhouse_url": clickhouse_target["url"],
+        "clickhouse_path": clickhouse_target["path"],
+        "clickhouse_database": clickhouse_database,
+        "data_dir": str(tmp_path / "faust"),
+        "consumer_session_timeout_ms": 6000,
+    }
+
+
+@pytest.fixture
+def spans():
+    SPANS.clear()
+    return SPANS

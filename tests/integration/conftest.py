@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.identity.app import create_app as create_identity
+from services.identity.settings import IdentitySettings
+from services.insights.app import create_app as create_insights
+from services.insights.settings import InsightsSettings
+from shared.auth import KeyVerifier, Role
+
+DEMO = {"Authorization": "Bearer test-demo-key"}
+
+
+def settings_for(cls, service_env, **overrides):
+    fields = {k: v for k, v in service_env.items() if k in cls.model_fields}
+    return cls(**{**fields, **overrides})
+
+
+@pytest.fixture
+def identity(service_env):
+    app = create_identity(settings_for(IdentitySettings, service_env))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def insights(service_env):
+    app = create_insights(settings_for(InsightsSettings, service_env))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def other_tenant_headers():
+    return {"Authorization": f"Bearer {KeyVerifier('test-secret').issue('chain-b', Role.admin)}"}
+
+
+@pytest.fixture
+def read_only_headers():
+    return {"Authorization": f"Bearer {KeyVerifier('test-secret').issue('demo', Role.read)}"}

@@ -1,0 +1,41 @@
+"""Small helpers for integration tests (real engines only)."""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from kafka import KafkaConsumer
+
+
+def wait_until(predicate, timeout_s: float = 30, interval_s: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"{message} not reached within {timeout_s}s")
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list:
+    """Read a topic from the beginning until `expected` records arrived (counts records instead of
+    trusting ListOffsets, which the embedded broker reports wrongly)."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=500)
+    records, deadline = [], time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=300).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+def touchpoint_doc(phone: str = "13912345678", **overrides) -> dict:
+    doc = {
+        "event_id": str(uuid.uuid4()), "type": "store.visited", "occurred_at": datetime.now(UTC).isoformat(),
+        "channel": "walk_in", "store_id": "sh-jingan", "identifiers": [{"type": "phone", "value": phone}],
+    }
+    return {**doc, **overrides}
