@@ -13,6 +13,21 @@ from shared.auth import CallerRead
 touchpoints = APIRouter(prefix="/v1/touchpoints", tags=["touchpoints"])
 
 
+class TouchpointSummary(BaseModel):
+    total: int
+    customers: int
+    newest_occurred_at: Any
+    by_type: dict[str, int]
+    by_channel: dict[str, int]
+    by_store: dict[str, int]
+
+
+@touchpoints.get("/summary", response_model=TouchpointSummary,
+                 summary="How many touchpoints are stored, by type, channel and store")
+async def summary(request: Request, caller: CallerRead):
+    return await run_in_threadpool(request.app.state.warehouse.touchpoint_summary, caller.tenant_id)
+
+
 class StoredTouchpoint(BaseModel):
     event_id: UUID
     tenant_id: str

@@ -86,6 +86,22 @@ class Warehouse:
         row["payload"] = orjson.loads(row["payload"])
         return row
 
+    def touchpoint_summary(self, tenant_id: str) -> dict:
+        """Counts of stored touchpoints by type, channel and store, and the newest event time."""
+        table = f"{self.database}.{TOUCHPOINTS.name}"
+        out: dict = {}
+        with self._lock:
+            for dim in ("type", "channel", "store_id"):
+                rows = self.client.query(
+                    f"SELECT {dim}, count() FROM {table} FINAL WHERE tenant_id = {{tenant:String}} "
+                    f"GROUP BY {dim} ORDER BY count() DESC", parameters={"tenant": tenant_id}).result_rows
+                out[f"by_{dim.removesuffix('_id')}"] = {k: v for k, v in rows}
+            total, customers, newest = self.client.query(
+                f"SELECT count(), uniqExact(customer_id), max(occurred_at) FROM {table} FINAL "
+                "WHERE tenant_id = {tenant:String}", parameters={"tenant": tenant_id}).result_rows[0]
+        out.update(total=total, customers=customers, newest_occurred_at=newest.replace(tzinfo=UTC) if total else None)
+        return out
+
     def count_touchpoints(self, tenant_id: str | None = None) -> int:
         where = "WHERE tenant_id = {tenant:String}" if tenant_id else ""
         with self._lock:

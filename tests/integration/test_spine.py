@@ -71,3 +71,14 @@ def test_the_sink_stores_each_event_once_and_dead_letters_what_it_cannot_read(
     assert len(dead) == 2
     reasons = {dict(r.headers)["dlq.reason"].decode() for r in dead}
     assert any("not JSON" in r for r in reasons) and any("customer_id" in r for r in reasons)
+
+
+def test_the_summary_counts_stored_touchpoints_by_type_channel_and_store(identity, insights):
+    docs = [touchpoint_doc(phone="13912340002"), touchpoint_doc(phone="13912340003", channel="pos",
+                                                                store_id="sh-pudong")]
+    identity.post("/v1/touchpoints", json={"events": docs}, headers=DEMO)
+    wait_until(lambda: insights.get("/v1/touchpoints/summary", headers=DEMO).json()["total"] == 2, 30)
+    summary = insights.get("/v1/touchpoints/summary", headers=DEMO).json()
+    assert summary["by_channel"] == {"walk_in": 1, "pos": 1}
+    assert summary["by_store"] == {"sh-jingan": 1, "sh-pudong": 1}
+    assert summary["customers"] == 2

@@ -1,0 +1,169 @@
+"""The whole platform started by the same launcher as `make run` (embedded Postgres, embedded broker,
+embedded ClickHouse, five services, simulator), driven over HTTP like a user would.
+
+Tests run in file order: they share one stack, and the last ones stop it and start it again."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.embedded import free_port, port_open
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("identity", "booking", "loyalty", "feedback", "insights")
+READY_TIMEOUT_S = 120  # generous on a shared machine; the measured time is printed
+
+
+class Stack:
+    def __init__(self, home: Path):
+        self.home = home
+        self.ports = {name: free_port() for name in SERVICES}
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "HUB_DEMO_API_KEY")}
+        self.env.update({f"{n.upper()}_PORT": str(p) for n, p in self.ports.items()})
+        self.env.update(HUB_KAFKA_PORT=str(free_port()), OTEL_TRACES_EXPORTER="console", HUB_HOME=str(home))
+        self.process: subprocess.Popen | None = None
+        self.ready_after_s = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, rate: int = 40) -> None:
+        started = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "hub", "run", "--rate", str(rate)], cwd=ROOT,
+                                        env=self.env, stdout=open(self.home / "launcher.out", "ab"),
+                                        stderr=subprocess.STDOUT)
+        deadline = started + READY_TIMEOUT_S
+        pending = set(SERVICES)
+        while pending and time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.home / "launcher.out").read_text()
+            for name in list(pending):
+                try:
+                    if httpx.get(self.url(name) + "/readyz", timeout=2).status_code == 200:
+                        pending.discard(name)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+        assert not pending, f"not ready: {pending}"
+        self.ready_after_s = time.monotonic() - started
+        print(f"\nstack ready after {self.ready_after_s:.1f}s")
+
+    @property
+    def key(self) -> str:
+        return (self.home / "demo_api_key").read_text().strip()
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def stop(self, sig=signal.SIGINT) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(90)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("hub-home"))
+    s.start()
+    yield s
+    if s.process and s.process.poll() is None:
+        s.stop()
+
+
+def wait_for(predicate, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    return None
+
+
+def test_all_five_services_are_ready_with_their_api_docs(stack):
+    for name in SERVICES:
+        assert httpx.get(stack.url(name) + "/healthz").json() == {"status": "ok"}
+        assert httpx.get(stack.url(name) + "/docs").status_code == 200
+        assert httpx.get(stack.url(name) + "/openapi.json").json()["info"]["title"].endswith(name)
+
+
+def test_the_demo_key_is_generated_once_and_printed(stack):
+    assert stack.key in (stack.home / "launcher.out").read_text()
+
+
+def test_the_simulated_chain_reaches_clickhouse(stack):
+    def summary():
+        body = httpx.get(stack.url("insights") + "/v1/touchpoints/summary", headers=stack.headers).json()
+        return body if body["total"] > 50 and len(body["by_channel"]) >= 4 else None
+
+    body = wait_for(summary, 60)
+    assert body, "simulated touchpoints did not reach ClickHouse"
+    assert body["customers"] > 5
+
+
+def test_a_touchpoint_posted_by_hand_is_readable_from_insights_with_its_customer(stack):
+    event_id = str(uuid.uuid4())
+    event = {"event_id": event_id, "type": "consultation.held", "occurred_at": datetime.now(UTC).isoformat(),
+             "channel": "phone", "store_id": "syd-surryhills",
+             "identifiers": [{"type": "phone", "value": "+61 412 555 010"}, {"type": "email", "value": "Ann@Example.com"}],
+             "payload": {"topic": "matted coat"}}
+    posted = time.monotonic()
+    response = httpx.post(stack.url("identity") + "/v1/touchpoints", json={"events": [event]}, headers=stack.headers)
+    assert response.json()["accepted"] == 1
+
+    def stored():
+        r = httpx.get(f"{stack.url('insights')}/v1/touchpoints/{event_id}", headers=stack.headers)
+        return r.json() if r.status_code == 200 else None
+
+    row = wait_for(stored, 30)
+    assert row, "not in ClickHouse within 30 s"
+    print(f"\nhand-posted touchpoint readable after {time.monotonic() - posted:.2f}s")
+    customer = httpx.get(stack.url("identity") + "/v1/customers/lookup", headers=stack.headers,
+                         params={"type": "email", "value": "ann@example.com"}).json()
+    assert row["customer_id"] == customer["customer_id"]
+    stack.hand_posted = (event_id, customer["customer_id"])
+
+
+def test_the_touchpoint_is_one_trace_across_identity_and_insights(stack):
+    event_id, _ = stack.hand_posted
+
+    def trace_in(log: str):
+        text = (stack.home / "logs" / log).read_text()
+        for block in re.findall(r"\{\n.*?\n\}", text, flags=re.S):
+            if event_id in block and '"name": "touchpoint.' in block:
+                return json.loads(block)["context"]["trace_id"]
+        return None
+
+    insights_trace = wait_for(lambda: trace_in("insights.log"), 15)
+    identity_trace = wait_for(lambda: trace_in("identity.log"), 15)
+    assert insights_trace and insights_trace == identity_trace
+
+
+def test_ctrl_c_drains_and_stops_every_child(stack):
+    assert stack.stop(signal.SIGINT) == 0
+    state = json.loads((stack.home / "run_state.json").read_text())
+    assert state["drained"] is True
+    assert not any(port_open("127.0.0.1", p) for p in stack.ports.values())
+
+
+def test_a_second_run_resumes_the_state(stack):
+    event_id, customer_id = stack.hand_posted
+    stack.start(rate=5)
+    r = httpx.get(f"{stack.url('insights')}/v1/touchpoints/{event_id}", headers=stack.headers)
+    assert r.status_code == 200 and r.json()["customer_id"] == customer_id
+    again = httpx.get(stack.url("identity") + "/v1/customers/lookup", headers=stack.headers,
+                      params={"type": "phone", "value": "+61412555010"}).json()
+    assert again["customer_id"] == customer_id
+    assert stack.stop(signal.SIGTERM) == 0
