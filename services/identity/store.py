@@ -12,13 +12,17 @@ SCHEMA = "identity"
 
 
 def tenant_regions(cur, tenants: set[str], default_region: str) -> dict[str, str]:
-    """Each tenant's default phone region, registering tenants seen for the first time."""
-    psycopg2.extras.execute_values(
-        cur, "insert into identity.tenants (tenant_id, default_region) values %s on conflict do nothing",
-        [(t, default_region) for t in tenants],
-    )
+    """Each tenant's default phone region; a tenant seen for the first time is registered."""
     cur.execute("select tenant_id, default_region from identity.tenants where tenant_id = any(%s)", (list(tenants),))
-    return dict(cur.fetchall())
+    regions = dict(cur.fetchall())
+    missing = tenants - regions.keys()
+    if missing:
+        psycopg2.extras.execute_values(
+            cur, "insert into identity.tenants (tenant_id, default_region) values %s on conflict do nothing",
+            [(t, default_region) for t in missing],
+        )
+        regions.update({t: default_region for t in missing})
+    return regions
 
 
 def record_ingested(cur, tenant_id: str, event_ids: list[UUID]) -> set[UUID]:

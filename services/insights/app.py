@@ -54,8 +54,8 @@ def create_app(settings: InsightsSettings | None = None):
         if p is None or p.should_stop or p.crashed:
             return False, "faust worker not running"
         stats = p.hub_stats
-        if stats["last_insert_error"]:
-            return False, f"ClickHouse inserts failing: {stats['last_insert_error']}"
+        if stats["last_error"]:
+            return False, f"sink failing: {stats['last_error']}"
         idle = time.monotonic() - stats["last_batch_at"] if stats["last_batch_at"] else None
         return True, f"stored={stats['stored']} dead_lettered={stats['dead_lettered']} idle_s={idle and round(idle)}"
 

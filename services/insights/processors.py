@@ -63,20 +63,35 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
     source = app.topic(settings.topic(TOUCHPOINTS_RESOLVED.name), value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic(TOUCHPOINTS_RESOLVED.dlq.name), value_serializer="raw",
                              key_serializer="raw")
-    app.hub_stats = {"stored": 0, "dead_lettered": 0, "last_insert_error": None, "last_batch_at": 0.0}
+    app.hub_stats = {"stored": 0, "dead_lettered": 0, "last_error": None, "last_batch_at": 0.0}
 
-    async def insert_until_durable(rows: list[list]) -> None:
+    async def until_done(step, what: str) -> None:
+        """Retry with backoff until `step` succeeds: an exception escaping a faust agent restarts it and
+        can skip uncommitted offsets, so nothing may escape."""
         backoff = 0.5
         while True:
             try:
-                await asyncio.to_thread(warehouse.insert_touchpoints, rows)
-                app.hub_stats["last_insert_error"] = None
+                await step()
+                app.hub_stats["last_error"] = None
                 return
-            except Exception as exc:  # ClickHouse unavailable: hold the batch, commit nothing
-                app.hub_stats["last_insert_error"] = repr(exc)
-                log.warning("ClickHouse insert failed, retrying in %.1fs: %r", backoff, exc)
+            except Exception as exc:  # ClickHouse or broker unavailable: hold the batch, commit nothing
+                app.hub_stats["last_error"] = f"{what}: {exc!r}"
+                log.warning("%s failed, retrying in %.1fs: %r", what, backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    async def insert_until_durable(rows: list[list]) -> None:
+        await until_done(lambda: asyncio.to_thread(warehouse.insert_touchpoints, rows), "ClickHouse insert")
+
+    async def dead_letter(message, reason: str, error_class: str) -> None:
+        async def send():
+            sent = await dead_letters.send(key=message.key, value=message.value,
+                                           headers=dead_letter_headers(_Record(message), reason, error_class))
+            await sent  # durable in the DLQ before the source offset may be committed
+
+        await until_done(send, "dead-letter publish")
+        MESSAGES_DEAD_LETTERED.labels("insights", TOUCHPOINTS_RESOLVED.name, error_class).inc()
+        app.hub_stats["dead_lettered"] += 1
 
     @app.agent(source, name="touchpoint-sink")
     async def touchpoint_sink(stream):
@@ -88,20 +103,16 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
                     touchpoint = decode(message.value)
                     if not isinstance(touchpoint, Touchpoint) or touchpoint.customer_id is None:
                         raise DecodeError("touchpoints.resolved must carry a touchpoint with its customer_id")
-                except DecodeError as exc:
-                    MESSAGES_DEAD_LETTERED.labels("insights", TOUCHPOINTS_RESOLVED.name, "DecodeError").inc()
-                    app.hub_stats["dead_lettered"] += 1
-                    sent = await dead_letters.send(key=message.key, value=message.value,
-                                                   headers=dead_letter_headers(_Record(message), exc.reason,
-                                                                               "DecodeError"))
-                    await sent
-                    continue
-                span = _tracer.start_span(
-                    "touchpoint.store", context=context_from_carrier(carrier_from_kafka_headers(_headers(message))),
-                    attributes={"event.id": str(touchpoint.event_id), "event.type": touchpoint.type},
-                )
-                spans.append(span)
-                rows.append(touchpoint_row(touchpoint, format_trace_id(span.get_span_context().trace_id)))
+                    span = _tracer.start_span(
+                        "touchpoint.store",
+                        context=context_from_carrier(carrier_from_kafka_headers(_headers(message))),
+                        attributes={"event.id": str(touchpoint.event_id), "event.type": touchpoint.type},
+                    )
+                    rows.append(touchpoint_row(touchpoint, format_trace_id(span.get_span_context().trace_id)))
+                    spans.append(span)
+                except Exception as exc:  # this message can never be stored: park it with the reason
+                    reason = exc.reason if isinstance(exc, DecodeError) else repr(exc)
+                    await dead_letter(message, reason, type(exc).__name__)
             await insert_until_durable(rows)
             for span in spans:
                 span.end()
