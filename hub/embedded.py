@@ -107,8 +107,12 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Embed
 
 def start_postgres(data_dir: Path):
     """An embedded PostgreSQL 16 under data_dir; returns (server handle, DSN). It stops with this process."""
-    import pgserver
+    import warnings
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
+        import pgserver
+
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
     return server, server.get_uri()

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 WECHAT_APP = "wx-pawsome"
+CN_MOBILE_PREFIXES = ("135", "136", "138", "139", "150", "158", "186", "188")
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,10 @@ class Chain:
     def new_customer(self) -> Customer:
         store = self.rng.choice(STORES)
         n = len(self.customers) + 1
-        if store.region == "CN":
-            phone = f"1{self.rng.choice('3589')}{self.rng.randint(0, 9)}{self.rng.randint(10_000_000, 99_999_999)}"
+        if store.region == "CN":  # allocated mobile ranges only, so every generated number is valid
+            phone = f"{self.rng.choice(CN_MOBILE_PREFIXES)}{self.rng.randint(10_000_000, 99_999_999)}"
         else:
-            phone = f"+614{self.rng.randint(10_000_000, 99_999_999)}"
+            phone = f"+614{self.rng.randint(0, 3)}{self.rng.randint(1_000_000, 9_999_999)}"
         c = Customer(n, store, phone, openid=f"o{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}")
         if store.kind == "detailing":
             c.plate = f"{self.rng.choice(['沪A', '粤B', 'NSW ', 'VIC '])}{self.rng.randint(10000, 99999)}"

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from kafka import KafkaProducer
@@ -53,7 +52,6 @@ class ServiceRuntime:
     producer: KafkaProducer | None = None
     relay: OutboxRelay | None = None
     consumers: list[ConsumerLoop] = field(default_factory=list)
-    replay_since: datetime | None = None
 
     def start_database(self) -> Database:
         self.db = Database(self.settings.database_url, maxconn=16, application_name=self.settings.service_name)
@@ -68,7 +66,7 @@ class ServiceRuntime:
         if not s.run_workers:
             return
         self.relay = OutboxRelay(self.db, self.schema, self.producer, topic_prefix=s.topic_prefix,
-                                 replay_since=self.replay_since, service=s.service_name)
+                                 replay_since=s.outbox_replay_since, service=s.service_name)
         self.relay.start()
         for c in consumer_specs:
             loop = ConsumerLoop(
@@ -134,8 +132,7 @@ def service_app(*, settings: ServiceSettings, title: str, description: str, rout
     from shared.telemetry import setup_tracing
 
     setup_tracing(settings.service_name)
-    runtime = ServiceRuntime(settings, schema=settings.service_name, migrations_dir=migrations_dir,
-                             replay_since=settings.outbox_replay_since)
+    runtime = ServiceRuntime(settings, schema=settings.service_name, migrations_dir=migrations_dir)
     app = create_service_app(
         title=f"Customer hub — {title}", description=description, settings=settings,
         key_verifier=KeyVerifier.from_settings(settings), readiness=runtime.readiness_checks(),

@@ -61,7 +61,7 @@ def pg_admin_dsn(docker_engine, tmp_path_factory):
     if url := os.environ.get("TEST_DATABASE_URL"):
         yield url
     elif docker_engine:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16", driver=None) as pg:
             yield pg.get_connection_url()
@@ -98,7 +98,7 @@ def kafka_bootstrap(docker_engine, tmp_path_factory):
     if servers := os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS"):
         yield servers
     elif docker_engine:
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
@@ -120,7 +120,7 @@ def clickhouse_target(docker_engine, tmp_path_factory) -> dict:
     if url := os.environ.get("TEST_CLICKHOUSE_URL"):
         yield {"url": url, "path": ""}
     elif docker_engine:
-        from testcontainers.clickhouse import ClickHouseContainer
+        from testcontainers.community.clickhouse import ClickHouseContainer
 
         with ClickHouseContainer() as ch:
             host, port = ch.get_container_host_ip(), ch.get_exposed_port(8123)

@@ -17,7 +17,7 @@ from shared.bus.consumer import Delivery
 from shared.bus.outbox import enqueue
 from shared.db import Database
 from shared.events import (
-    TOUCHPOINT_TYPE_NAMES, CustomerCreated, DecodeError, Identifier, Touchpoint, TraceContext, from_document,
+    EVENT_TYPES, TOUCHPOINT_TYPE_NAMES, CustomerCreated, DecodeError, Identifier, Touchpoint, TraceContext, from_document,
     utcnow,
 )
 from shared.events.customers import CustomerCreatedPayload
@@ -43,8 +43,9 @@ def _validate(raw: Any, principal: Principal, now: datetime, settings: IdentityS
         raise DecodeError("tenant_id does not match the tenant of your API key")
     if raw.get("customer_id") is not None:
         raise DecodeError("customer_id is assigned by identity resolution; send identifiers instead")
-    if isinstance(raw.get("type"), str) and raw["type"] not in TOUCHPOINT_TYPE_NAMES and raw["type"].startswith("customer."):
-        raise DecodeError(f"{raw['type']} is published by identity, not ingested")
+    event_type = raw.get("type")
+    if isinstance(event_type, str) and event_type in EVENT_TYPES and event_type not in TOUCHPOINT_TYPE_NAMES:
+        raise DecodeError(f"{event_type} is not a touchpoint: identity publishes it, nobody ingests it")
     if "event_id" not in raw:
         raise DecodeError("event_id is required (a UUID you keep, so a retried batch is not counted twice)")
     doc = {**raw, "tenant_id": principal.tenant_id, "recorded_at": now.isoformat(),
@@ -52,7 +53,7 @@ def _validate(raw: Any, principal: Principal, now: datetime, settings: IdentityS
     doc.pop("trace", None)
     event = from_document(doc)
     if event.occurred_at > now + timedelta(seconds=settings.max_future_seconds):
-        raise DecodeError("occurred_at is more than a day in the future")
+        raise DecodeError(f"occurred_at is more than {settings.max_future_seconds // 3600} hours in the future")
     try:
         return normalise_touchpoint(event, region)
     except IdentifierError as exc:
@@ -69,17 +70,17 @@ def ingest_touchpoints(
     valid: list[tuple[int, Touchpoint]] = []
     with db.transaction() as cur:
         region = store.tenant_regions(cur, {principal.tenant_id}, settings.default_region)[principal.tenant_id]
-        for index, raw in enumerate(raw_events):
-            try:
-                event = _validate(raw, principal, now, settings, region)
-            except DecodeError as exc:
-                event_id = raw.get("event_id") if isinstance(raw, dict) else None
-                results.append(IngestResult(index, "rejected", str(event_id) if event_id else None,
-                                            exc.reason, exc.errors))
-                continue
-            results.append(IngestResult(index, "pending", str(event.event_id)))
-            valid.append((index, event))
+    for index, raw in enumerate(raw_events):  # validation holds no connection
+        try:
+            event = _validate(raw, principal, now, settings, region)
+        except DecodeError as exc:
+            event_id = raw.get("event_id") if isinstance(raw, dict) else None
+            results.append(IngestResult(index, "rejected", str(event_id) if event_id else None, exc.reason, exc.errors))
+            continue
+        results.append(IngestResult(index, "pending", str(event.event_id)))
+        valid.append((index, event))
 
+    with db.transaction() as cur:
         fresh = store.record_ingested(cur, principal.tenant_id, [e.event_id for _, e in valid])
         outbox, claimed = [], set()
         for index, event in valid:

@@ -131,8 +131,8 @@ class ConsumerLoop(threading.Thread):
             consumer.commit(offsets)
 
     def _process(self, records) -> bool:
-        deliveries: list[Delivery] = []
-        by_delivery = {}
+        """Handle a polled batch; False when stopping before it was durable (nothing may be committed)."""
+        pairs: list[tuple[Delivery, object]] = []
         for record in records:
             try:
                 event = decode(record.value)
@@ -141,21 +141,20 @@ class ConsumerLoop(threading.Thread):
                 continue
             delivery = Delivery(event, record.topic, record.partition, record.offset,
                                 carrier_from_kafka_headers(record.headers))
-            deliveries.append(delivery)
-            by_delivery[id(delivery)] = record
-        ok = len(deliveries)
-        outcome = self._with_retries(deliveries) if deliveries else True
+            pairs.append((delivery, record))
+        ok = len(pairs)
+        outcome = self._with_retries([d for d, _ in pairs]) if pairs else True
         if outcome is None:
             return False
         if outcome is False:
             # The batch failed for a reason that is not transient: find the poison message(s).
-            for delivery in deliveries:
+            for delivery, record in pairs:
                 single = self._with_retries([delivery], isolate=True)
                 if single is None:
                     return False
                 if single is not True:
                     ok -= 1
-                    self._dead_letter(by_delivery[id(delivery)], *single)
+                    self._dead_letter(record, *single)
         self.dlq_producer.flush()
         self.processed += ok
         MESSAGES_PROCESSED.labels(self.service, self.spec.name).inc(ok)

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
-from uuid import UUID
 
 import psycopg2.extras
 from kafka import KafkaProducer
@@ -184,11 +183,3 @@ def pending_count(db: Database, schema: str) -> int:
         cur.execute(f'select count(*) from "{schema}".outbox where published_at is null')
         return cur.fetchone()[0]
 
-
-def event_ids_published(db: Database, schema: str, event_ids: list[UUID]) -> set[UUID]:
-    with db.transaction() as cur:
-        cur.execute(
-            f'select event_id from "{schema}".outbox where event_id = any(%s) and published_at is not null',
-            (event_ids,),
-        )
-        return {row[0] for row in cur.fetchall()}

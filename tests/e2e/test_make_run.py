@@ -151,6 +151,37 @@ def test_the_touchpoint_is_one_trace_across_identity_and_insights(stack):
     assert insights_trace and insights_trace == identity_trace
 
 
+def test_a_killed_service_is_restarted_and_loses_none_of_the_accepted_touchpoints(stack):
+    import psutil
+
+    from hub.simulate import generate
+
+    events = [{**e, "store_id": "fault-drill"} for e in generate(2000, seed=99)]
+    for i in range(0, len(events), 500):
+        r = httpx.post(stack.url("identity") + "/v1/touchpoints", json={"events": events[i:i + 500]},
+                       headers=stack.headers, timeout=60)
+        assert r.json()["accepted"] == 500
+    identity = next(p for p in psutil.Process(stack.process.pid).children()
+                    if p.cmdline()[-2:] == ["serve", "identity"])
+    identity.kill()  # kill -9 while the accepted events are still being resolved
+
+    def restarted_and_ready():
+        try:
+            return httpx.get(stack.url("identity") + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(restarted_and_ready, 60), "identity did not come back"
+
+    def stored():
+        summary = httpx.get(stack.url("insights") + "/v1/touchpoints/summary", headers=stack.headers).json()
+        return summary["by_store"].get("fault-drill", 0)
+
+    assert wait_for(lambda: stored() >= 2000, 90), f"only {stored()} of 2000 reached ClickHouse"
+    time.sleep(2)
+    assert stored() == 2000, "each accepted touchpoint exactly once"
+
+
 def test_ctrl_c_drains_and_stops_every_child(stack):
     assert stack.stop(signal.SIGINT) == 0
     state = json.loads((stack.home / "run_state.json").read_text())

@@ -34,6 +34,9 @@ def test_a_posted_touchpoint_reaches_clickhouse_with_its_customer_in_one_trace(i
     assert {"touchpoint.ingest", "touchpoint.resolve", "touchpoint.store"} <= set(by_name)
     trace_ids = {s.context.trace_id for s in by_name.values()}
     assert len(trace_ids) == 1, "one trace per touchpoint"
+    request = [s for s in spans.get_finished_spans() if s.name == "POST /v1/touchpoints"
+               and s.context.trace_id in trace_ids]
+    assert request and by_name["touchpoint.ingest"].parent.span_id == request[0].context.span_id
     assert row["trace_id"] == format(trace_ids.pop(), "032x")
 
 

@@ -114,3 +114,11 @@ def test_the_same_identifier_in_two_tenants_is_two_customers():
     b = normalise_touchpoint(touchpoint(ident("phone", "13912345678"), tenant="chain-b"), "CN")
     result = resolve([a, b], {}, uuid.uuid4, NOW)
     assert result.customer_of[a.event_id] != result.customer_of[b.event_id]
+
+
+def test_every_identifier_the_simulator_generates_is_valid():
+    from hub.simulate import generate
+
+    for doc in generate(3000, seed=3):
+        event = from_document({**doc, "tenant_id": "demo", "recorded_at": doc["occurred_at"]})
+        normalise_touchpoint(event, "CN")  # raises on any invalid identifier
