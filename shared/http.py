@@ -6,12 +6,13 @@ import logging
 from collections.abc import Callable
 from http import HTTPStatus
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 from shared.telemetry import context_from_carrier, tracer
 
@@ -45,7 +46,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return problem(400, "the request body is not valid JSON", _field_errors(exc))
         return problem(422, "the request does not match the schema", _field_errors(exc))
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's base: also unknown routes (404) and methods (405)
     async def _http(_: Request, exc: HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 

@@ -38,28 +38,32 @@ class _Record:
         self.headers = _headers(message)
 
 
-def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.App:
-    """Built inside the running event loop (the API process's), never at import time."""
+def faust_app(settings: InsightsSettings, app_id: str = "insights") -> faust.App:
+    """A faust app configured for the platform's brokers (every insights processor uses this)."""
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap_servers.split(","))
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"{settings.topic_prefix}insights",
+    return faust.App(
+        f"{settings.topic_prefix}{app_id}",
         broker=brokers,
         datadir=str(data_dir),
         web_enabled=False,
         autodiscover=False,
         topic_disable_leader=True,
-        topic_allow_declare=False,  # topics come from the registry, created by the services
         consumer_auto_offset_reset="earliest",
         store="memory://",
         # Short group timeouts: a join takes about half the session timeout on the embedded broker.
         broker_session_timeout=6,
         broker_heartbeat_interval=2,
         broker_commit_interval=1.0,
-        # Changelog end offsets are only right with one record per produce on the embedded broker.
+        # Table changelogs recover completely only with one record per produce on the embedded broker.
         producer_max_batch_size=1,
     )
+
+
+def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.App:
+    """Built inside the running event loop (the API process's), never at import time."""
+    app = faust_app(settings)
     source = app.topic(settings.topic(TOUCHPOINTS_RESOLVED.name), value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic(TOUCHPOINTS_RESOLVED.dlq.name), value_serializer="raw",
                              key_serializer="raw")

@@ -184,7 +184,9 @@ class ConsumerLoop(threading.Thread):
     def _dead_letter(self, record, reason: str, error_class: str) -> None:
         self.dead_lettered += 1
         MESSAGES_DEAD_LETTERED.labels(self.service, self.spec.name, error_class).inc()
-        log.error("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason[:500])
+        log.error("dead-lettered a message", extra={
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "error_class": error_class, "reason": reason[:500]})
         self.dlq_producer.send(
             self.dlq_topic, key=record.key, value=record.value,
             headers=dead_letter_headers(record, reason, error_class),

@@ -109,3 +109,15 @@ def test_readiness_reports_each_dependency(identity):
     body = identity.get("/readyz").json()
     assert body["ready"] is True
     assert set(body["checks"]) == {"postgres", "kafka", "workers"}
+
+
+def test_unknown_routes_and_methods_answer_with_a_problem_body(identity):
+    missing = identity.get("/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["title"] == "Not Found"
+    wrong = identity.delete("/v1/touchpoints", headers=DEMO)
+    assert wrong.status_code == 405 and wrong.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_malformed_customer_id_is_a_422_naming_the_field(identity):
+    response = identity.get("/v1/customers/not-a-uuid", headers=DEMO)
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "path.customer_id"
