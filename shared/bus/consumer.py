@@ -10,7 +10,6 @@ Handlers must be idempotent on event_id: after a crash the uncommitted tail is d
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from shared.bus.worker import BackgroundWorker
 from shared.db import TRANSIENT_DB_ERRORS
 from shared.events import DecodeError, Event, decode
 from shared.metrics import BATCH_SECONDS, HANDLER_RETRIES, MESSAGES_DEAD_LETTERED, MESSAGES_PROCESSED
@@ -56,7 +56,7 @@ def dead_letter_headers(record, reason: str, error_class: str) -> list[tuple[str
     ]
 
 
-class ConsumerLoop(threading.Thread):
+class ConsumerLoop(BackgroundWorker):
     def __init__(
         self,
         *,
@@ -71,46 +71,33 @@ class ConsumerLoop(threading.Thread):
         session_timeout_ms: int = 10_000,
         max_backoff_s: float = 10.0,
     ):
-        super().__init__(name=f"consumer-{spec.name}", daemon=True)
+        super().__init__(name=f"consumer-{spec.name}")
         self.spec, self.group_id, self.handler = spec, group_id, handler
         self.bootstrap_servers, self.dlq_producer, self.service = bootstrap_servers, dlq_producer, service
         self.topic = f"{topic_prefix}{spec.name}"
         self.dlq_topic = f"{topic_prefix}{spec.dlq.name}"
         self.max_records, self.session_timeout_ms, self.max_backoff_s = max_records, session_timeout_ms, max_backoff_s
-        self._stopping = threading.Event()
         self.last_poll_at = 0.0
-        self.last_error: str | None = None
         self.processed = 0
         self.dead_lettered = 0
 
-    def stop(self, timeout: float = 15) -> None:
-        self._stopping.set()
-        self.join(timeout)
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            consumer = None
-            try:
-                consumer = KafkaConsumer(
-                    self.topic,
-                    bootstrap_servers=self.bootstrap_servers.split(","),
-                    group_id=self.group_id,
-                    client_id=f"{self.service}-{self.spec.name}",
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    max_poll_records=self.max_records,
-                    session_timeout_ms=self.session_timeout_ms,
-                    heartbeat_interval_ms=max(1000, self.session_timeout_ms // 6),
-                    max_poll_interval_ms=300_000,
-                )
-                self._consume(consumer)
-            except Exception as exc:
-                self.last_error = repr(exc)
-                log.warning("consumer %s crashed, restarting: %r", self.topic, exc)
-                self._stopping.wait(1.0)
-            finally:
-                if consumer is not None:
-                    consumer.close(autocommit=False)
+    def work(self) -> None:
+        consumer = KafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap_servers.split(","),
+            group_id=self.group_id,
+            client_id=f"{self.service}-{self.spec.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.max_records,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self.session_timeout_ms // 6),
+            max_poll_interval_ms=300_000,
+        )
+        try:
+            self._consume(consumer)
+        finally:
+            consumer.close(autocommit=False)
 
     def _consume(self, consumer: KafkaConsumer) -> None:
         while not self._stopping.is_set():
@@ -186,7 +173,8 @@ class ConsumerLoop(threading.Thread):
         MESSAGES_DEAD_LETTERED.labels(self.service, self.spec.name, error_class).inc()
         log.error("dead-lettered a message", extra={
             "topic": record.topic, "partition": record.partition, "offset": record.offset,
-            "error_class": error_class, "reason": reason[:500]})
+            # First line only: database errors put the offending values (personal data) in later lines.
+            "error_class": error_class, "reason": reason.splitlines()[0][:200] if reason else ""})
         self.dlq_producer.send(
             self.dlq_topic, key=record.key, value=record.value,
             headers=dead_letter_headers(record, reason, error_class),

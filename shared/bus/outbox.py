@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 
 import psycopg2.extras
 from kafka import KafkaProducer
 
+from shared.bus.worker import BackgroundWorker
 from shared.db import Database
 from shared.events import Event, encode
 from shared.metrics import OUTBOX_PUBLISHED
@@ -65,7 +65,7 @@ def _relay_lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(f"outbox-relay:{schema}".encode()).digest()[:8], "big", signed=True)
 
 
-class OutboxRelay(threading.Thread):
+class OutboxRelay(BackgroundWorker):
     """Publishes one schema's outbox. One relay per schema is active at a time (advisory lock), which
     keeps per-key order even when several replicas of a service run."""
 
@@ -82,30 +82,17 @@ class OutboxRelay(threading.Thread):
         replay_since: datetime | None = None,
         service: str = "",
     ):
-        super().__init__(name=f"outbox-relay-{schema}", daemon=True)
+        super().__init__(name=f"outbox-relay-{schema}")
         self.db, self.schema, self.producer = db, schema, producer
         self.topic_prefix, self.batch_size, self.idle_sleep_s = topic_prefix, batch_size, idle_sleep_s
         self.retention, self.replay_since = retention, replay_since
         self.service = service or schema
-        self._stopping = threading.Event()
-        self.last_error: str | None = None
         self.is_leader = False
         self.published = 0
 
-    def stop(self, timeout: float = 10) -> None:
-        self._stopping.set()
-        self.join(timeout)
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._lead()
-            except Exception as exc:  # broker or database down: keep trying, nothing is marked published
-                self.last_error = repr(exc)
-                log.warning("outbox relay %s failed, retrying: %r", self.schema, exc)
-                self._stopping.wait(1.0)
-
-    def _lead(self) -> None:
+    def work(self) -> None:
+        """Lead this schema's relay while holding its lock. A failure (broker or database down)
+        marks nothing published, so the restart re-sends rather than loses."""
         with self.db.connection() as conn:
             conn.autocommit = False
             with conn.cursor() as cur:

@@ -39,3 +39,26 @@ def touchpoint_doc(phone: str = "13912345678", **overrides) -> dict:
         "channel": "walk_in", "store_id": "sh-jingan", "identifiers": [{"type": "phone", "value": phone}],
     }
     return {**doc, **overrides}
+
+
+def run_together(*calls, timeout_s: float = 60) -> tuple[list, list[Exception]]:
+    """Run the callables in threads released at the same instant; their results and errors."""
+    import threading
+
+    barrier = threading.Barrier(len(calls))
+    results, errors = [], []
+
+    def run(call):
+        try:
+            barrier.wait()
+            results.append(call())
+        except Exception as exc:  # surfaced to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s)
+    assert not any(t.is_alive() for t in threads), "a thread is stuck (deadlock?)"
+    return results, errors

@@ -1,7 +1,6 @@
 """Resolution in Postgres: idempotent, and correct when consumers race."""
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from shared.db import Database, migrate, sql_files
 from shared.events import from_document
 
 from .conftest import settings_for
-from .helpers import touchpoint_doc
+from .helpers import run_together, touchpoint_doc
 
 
 @pytest.fixture
@@ -62,21 +61,7 @@ def test_consumers_racing_on_the_same_new_identifier_create_one_customer(db, set
     rounds = 15
     for i in range(rounds):
         phone = f"1391234{i:04d}"
-        barrier = threading.Barrier(4)
-        errors = []
-
-        def worker():
-            try:
-                barrier.wait()
-                handlers.resolve_touchpoints([delivery(phone=phone)], db, settings)
-            except Exception as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _, errors = run_together(*[lambda: handlers.resolve_touchpoints([delivery(phone=phone)], db, settings)] * 4)
         assert not errors
     assert count(db, "select count(*) from identity.customers") == rounds
     assert count(db, "select count(distinct customer_id) from identity.resolved_events") == rounds
@@ -84,19 +69,11 @@ def test_consumers_racing_on_the_same_new_identifier_create_one_customer(db, set
 
 def test_crossing_batches_that_share_identifiers_in_opposite_order_do_not_deadlock(db, settings):
     a, b = "13900000001", "13900000002"
-    errors = []
 
-    def worker(first, second):
-        try:
-            for _ in range(10):
-                handlers.resolve_touchpoints([delivery(phone=first), delivery(phone=second)], db, settings)
-        except Exception as exc:
-            errors.append(exc)
+    def resolve_pairs(first, second):
+        for _ in range(10):
+            handlers.resolve_touchpoints([delivery(phone=first), delivery(phone=second)], db, settings)
 
-    threads = [threading.Thread(target=worker, args=(a, b)), threading.Thread(target=worker, args=(b, a))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors and not any(t.is_alive() for t in threads)
+    _, errors = run_together(lambda: resolve_pairs(a, b), lambda: resolve_pairs(b, a))
+    assert not errors
     assert count(db, "select count(*) from identity.customers") == 2

@@ -1,12 +1,12 @@
 """Versioned SQL migrations per schema, applied at start by every replica."""
 from __future__ import annotations
 
-import threading
-
 import psycopg2
 import pytest
 
 from shared.db import Database, migrate
+
+from .helpers import run_together
 
 MIGRATIONS = [
     ("0001_pets", "create table pets (id int primary key, name text not null)"),
@@ -35,19 +35,7 @@ def test_migrations_apply_in_order_once(db):
 
 
 def test_replicas_starting_together_apply_each_migration_once(db):
-    results, errors = [], []
-
-    def start():
-        try:
-            results.append(migrate(db, "svc", MIGRATIONS))
-        except Exception as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = run_together(*[lambda: migrate(db, "svc", MIGRATIONS)] * 4)
     assert not errors
     assert sorted(len(r) for r in results) == [0, 0, 0, 2]
 
