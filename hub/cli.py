@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from shared.settings import SERVICE_PORTS
+
 app = typer.Typer(help="Customer data hub for multi-store service chains.", no_args_is_help=True)
-SERVICE_NAMES = ("identity", "booking", "loyalty", "feedback", "insights")
+SERVICE_NAMES = tuple(SERVICE_PORTS)
 
 
 @app.command()

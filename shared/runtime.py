@@ -13,11 +13,14 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
+from shared.auth import KeyVerifier
 from shared.bus.consumer import BatchHandler, ConsumerLoop
 from shared.bus.outbox import OUTBOX_MIGRATION, OutboxRelay
 from shared.bus.producer import ensure_topics, make_producer
 from shared.db import Database, migrate, sql_files
+from shared.http import create_service_app
 from shared.settings import ServiceSettings
+from shared.telemetry import setup_tracing
 from shared.topics import TopicSpec, all_topics
 
 log = logging.getLogger(__name__)
@@ -127,10 +130,6 @@ def service_app(*, settings: ServiceSettings, title: str, description: str, rout
                 consumers: Callable[[Database], list[ConsumerSpec]] = lambda db: [], migrations_dir: Path):
     """The HTTP app of a Postgres-backed service: its schema (named after it), outbox relay, consumers,
     API keys, ops routes."""
-    from shared.auth import KeyVerifier
-    from shared.http import create_service_app
-    from shared.telemetry import setup_tracing
-
     setup_tracing(settings.service_name)
     runtime = ServiceRuntime(settings, schema=settings.service_name, migrations_dir=migrations_dir)
     app = create_service_app(

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SERVICES = ("identity", "booking", "loyalty", "feedback", "insights")
+from shared.settings import SERVICE_PORTS
+
+SERVICES = tuple(SERVICE_PORTS)
 
 
 @dataclass(frozen=True)

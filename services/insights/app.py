@@ -20,8 +20,6 @@ from shared.topics import all_topics
 def create_app(settings: InsightsSettings | None = None):
     settings = settings or InsightsSettings()
     setup_tracing(settings.service_name)
-    state: dict = {"warehouse": None, "processor": None}
-
     @asynccontextmanager
     async def lifespan(app):
         def open_warehouse():
@@ -30,25 +28,26 @@ def create_app(settings: InsightsSettings | None = None):
             warehouse.migrate()
             return warehouse
 
-        state["warehouse"] = app.state.warehouse = await asyncio.to_thread(open_warehouse)
-        processor = None
+        app.state.warehouse = await asyncio.to_thread(open_warehouse)
         if settings.run_processors:
             await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap_servers, all_topics(),
-                                    settings.topic_prefix, 30, settings.kafka_replication_factor)
-            processor = state["processor"] = build_processor(settings, state["warehouse"])
-            await processor.start()
+                                    prefix=settings.topic_prefix,
+                                    replication_factor=settings.kafka_replication_factor)
+            app.state.processor = build_processor(settings, app.state.warehouse)
+            await app.state.processor.start()
         try:
             yield
         finally:
-            if processor is not None:
-                await processor.stop()
-            await asyncio.to_thread(state["warehouse"].close)
+            if app.state.processor is not None:
+                await app.state.processor.stop()
+            await asyncio.to_thread(app.state.warehouse.close)
 
     def clickhouse():
-        return (state["warehouse"] is not None and state["warehouse"].ping()), "clickhouse"
+        warehouse = app.state.warehouse
+        return (warehouse is not None and warehouse.ping()), "clickhouse"
 
     def processors():
-        p = state["processor"]
+        p = app.state.processor
         if not settings.run_processors:
             return True, "not run in this process"
         if p is None or p.should_stop or p.crashed:
@@ -59,7 +58,7 @@ def create_app(settings: InsightsSettings | None = None):
         idle = time.monotonic() - stats["last_batch_at"] if stats["last_batch_at"] else None
         return True, f"stored={stats['stored']} dead_lettered={stats['dead_lettered']} idle_s={idle and round(idle)}"
 
-    return create_service_app(
+    app = create_service_app(
         title="Customer hub — insights",
         description="Stream processors (faust) into ClickHouse, and reads over them.",
         settings=settings,
@@ -68,3 +67,5 @@ def create_app(settings: InsightsSettings | None = None):
         routers=[api.touchpoints],
         lifespan=lifespan,
     )
+    app.state.warehouse = app.state.processor = None  # set by the lifespan
+    return app

@@ -112,9 +112,11 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
                         context=context_from_carrier(carrier_from_kafka_headers(_headers(message))),
                         attributes={"event.id": str(touchpoint.event_id), "event.type": touchpoint.type},
                     )
+                    spans.append(span)  # ended after the insert, or right away if the row fails
                     rows.append(touchpoint_row(touchpoint, format_trace_id(span.get_span_context().trace_id)))
-                    spans.append(span)
                 except Exception as exc:  # this message can never be stored: park it with the reason
+                    if len(spans) > len(rows):
+                        spans.pop().end()
                     reason = exc.reason if isinstance(exc, DecodeError) else repr(exc)
                     await dead_letter(message, reason, type(exc).__name__)
             await insert_until_durable(rows)

@@ -78,7 +78,6 @@ class ConsumerLoop(BackgroundWorker):
         self.dlq_topic = f"{topic_prefix}{spec.dlq.name}"
         self.max_records, self.session_timeout_ms, self.max_backoff_s = max_records, session_timeout_ms, max_backoff_s
         self.last_poll_at = 0.0
-        self.processed = 0
         self.dead_lettered = 0
 
     def work(self) -> None:
@@ -143,7 +142,6 @@ class ConsumerLoop(BackgroundWorker):
                     ok -= 1
                     self._dead_letter(record, *single)
         self.dlq_producer.flush()
-        self.processed += ok
         MESSAGES_PROCESSED.labels(self.service, self.spec.name).inc(ok)
         return True
 

@@ -99,8 +99,9 @@ def test_all_five_services_are_ready_with_their_api_docs(stack):
         assert httpx.get(stack.url(name) + "/openapi.json").json()["info"]["title"].endswith(name)
 
 
-def test_the_demo_key_is_generated_once_and_printed(stack):
-    assert stack.key in (stack.home / "launcher.out").read_text()
+def test_the_demo_key_is_generated_and_printed(stack):
+    assert stack.key.startswith("demo_") and stack.key in (stack.home / "launcher.out").read_text()
+    stack.first_key = stack.key
 
 
 def test_the_simulated_chain_reaches_clickhouse(stack):
@@ -192,6 +193,7 @@ def test_ctrl_c_drains_and_stops_every_child(stack):
 def test_a_second_run_resumes_the_state(stack):
     event_id, customer_id = stack.hand_posted
     stack.start(rate=5)
+    assert stack.key == stack.first_key, "the demo key is generated once and kept"
     r = httpx.get(f"{stack.url('insights')}/v1/touchpoints/{event_id}", headers=stack.headers)
     assert r.status_code == 200 and r.json()["customer_id"] == customer_id
     again = httpx.get(stack.url("identity") + "/v1/customers/lookup", headers=stack.headers,
