@@ -1,44 +1,23 @@
 """Preliminary spine benchmark: start the embedded stack (the `make run` launcher, no simulator), post
 N generated touchpoints over HTTP from this separate process, and measure ingest rate and how long
-until all of them are in ClickHouse. Writes bench/spine.json. Usage: python bench/spine.py [N]."""
+until all of them are in ClickHouse. Writes bench/spine.json. Usage: python -m bench.spine [N]."""
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
-from hub.embedded import free_port
+from bench.stack import ROOT, commit, running_stack
 from hub.simulate import generate
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(total: int = 50_000, batch: int = 1000, posters: int = 2) -> dict:
-    home = Path(tempfile.mkdtemp(prefix="hub-bench-"))
-    ports = {n: free_port() for n in ("identity", "booking", "loyalty", "feedback", "insights")}
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    env.update({f"{n.upper()}_PORT": str(p) for n, p in ports.items()}, HUB_KAFKA_PORT=str(free_port()))
-    launcher = subprocess.Popen([sys.executable, "-m", "hub", "run", "--no-simulate", "--home", str(home)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    identity, insights = f"http://127.0.0.1:{ports['identity']}", f"http://127.0.0.1:{ports['insights']}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if all(httpx.get(f"http://127.0.0.1:{p}/readyz").status_code == 200 for p in ports.values()):
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        headers = {"Authorization": f"Bearer {(home / 'demo_api_key').read_text().strip()}"}
+    with running_stack() as stack:
+        identity, insights, headers = stack.urls["identity"], stack.urls["insights"], stack.headers
         events = generate(total, seed=11)
         batches = [events[i:i + batch] for i in range(0, total, batch)]
         started = time.monotonic()
@@ -59,15 +38,10 @@ def main(total: int = 50_000, batch: int = 1000, posters: int = 2) -> dict:
         result = {
             "cpu_count": os.cpu_count(), "events": total, "accepted": accepted, "stored": stored,
             "ingest_per_s": round(accepted / ingest_s), "end_to_end_per_s": round(stored / end_to_end_s),
-            "ingest_s": round(ingest_s, 1), "end_to_end_s": round(end_to_end_s, 1),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                     text=True).stdout.strip(),
+            "ingest_s": round(ingest_s, 1), "end_to_end_s": round(end_to_end_s, 1), "commit": commit(),
         }
         (ROOT / "bench" / "spine.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
-    finally:
-        launcher.send_signal(signal.SIGINT)
-        launcher.wait(120)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def prepare(home: Path) -> Stack:
     (home / "logs").mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("HUB_AUTH_SECRET", _secret_file(home / "auth_secret", lambda: secrets.token_urlsafe(32)))
+    env.setdefault("IDENTITY_PII_MASTER_KEY", _secret_file(home / "pii_master_key", lambda: secrets.token_urlsafe(32)))
     demo_key = env.get("HUB_DEMO_API_KEY") or _secret_file(home / "demo_api_key",
                                                             lambda: "demo_" + secrets.token_urlsafe(24))
     env["HUB_DEMO_API_KEY"] = demo_key

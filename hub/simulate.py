@@ -48,6 +48,12 @@ SERVICES = {
     "grooming": [("groom-full", 38_000), ("bath-tidy", 18_000), ("nail-trim", 6_000), ("deshed", 26_000)],
     "detailing": [("detail-full", 120_000), ("wash-wax", 28_000), ("interior", 45_000), ("ceramic", 380_000)],
 }
+SURNAMES_CN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林"
+GIVEN_CN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "秀英"]
+NAMES_AU = (["Olivia", "Jack", "Charlotte", "Noah", "Amelia", "Leo", "Isla", "Oliver", "Mia", "Henry"],
+            ["Smith", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Nguyen", "Martin", "Lee", "Walker"])
+PETS = [("Mochi", "dog", "poodle", "s", "curly"), ("Doudou", "dog", "shiba", "m", "double"),
+        ("Lucky", "dog", "golden retriever", "l", "long"), ("Nala", "cat", "ragdoll", "m", "long")]
 RETAIL = [("shampoo-oat", 8_800), ("kibble-2kg", 15_900), ("chew-toy", 3_900), ("wax-spray", 12_900)]
 
 
@@ -58,6 +64,8 @@ class Customer:
     phone: str
     openid: str
     app_user_id: str | None = None
+    name: str = ""
+    birth_date: str = ""
     email: str | None = None
     member_card: str | None = None
     plate: str | None = None
@@ -83,6 +91,15 @@ class Chain:
         else:
             phone = f"+614{self.rng.randint(0, 3)}{self.rng.randint(1_000_000, 9_999_999)}"
         c = Customer(n, store, phone, openid=f"o{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}")
+        twin = self.rng.choice(self.customers) if self.customers and self.rng.random() < 0.05 else None
+        if twin:  # the same person registering again with another number: a match suggestion to review
+            c.name, c.birth_date = twin.name, twin.birth_date
+        elif store.region == "CN":
+            c.name = self.rng.choice(SURNAMES_CN) + self.rng.choice(GIVEN_CN)
+        else:
+            c.name = f"{self.rng.choice(NAMES_AU[0])} {self.rng.choice(NAMES_AU[1])}"
+        if not twin:
+            c.birth_date = f"{self.rng.randint(1960, 2004)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}"
         if store.kind == "detailing":
             c.plate = f"{self.rng.choice(['沪A', '粤B', 'NSW ', 'VIC '])}{self.rng.randint(10000, 99999)}"
         if self.rng.random() < 0.4:
@@ -141,8 +158,15 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
     c.stage += 1
     if step == 0:
         c.app_user_id = f"u{c.n:07d}"
+        profile = {"name": c.name, "birth_date": c.birth_date}
+        if c.plate:
+            profile["vehicles"] = [{"plate": c.plate, "make": rng.choice(["Tesla", "BYD", "Toyota"])}]
+        else:
+            name, species, breed, size, coat = rng.choice(PETS)
+            profile["pets"] = [{"name": name, "species": species, "breed": breed, "size": size, "coat": coat}]
         return [_event("consultation.held", c, "wechat_miniprogram", _ids(c, "openid", "phone"), at,
-                       {"topic": "first visit", "service_category": kind})]
+                       {"topic": "first visit", "service_category": kind}),
+                _event("profile.updated", c, "app", _ids(c, "phone", "app"), at, profile, store=False)]
     if step == 1 or (step > 9 and rng.random() < 0.5):
         c.service = rng.choice(SERVICES[kind])
         c.appointment = f"A{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}"
@@ -183,7 +207,9 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
     if step == 5:
         c.member_card = f"M{c.n:08d}"
         return [_event("membership.invited", c, "pos", _ids(c, "phone", "card"), at,
-                       {"program": "paws-club", "accepted": rng.random() < 0.6})]
+                       {"program": "paws-club", "accepted": rng.random() < 0.6}),
+                _event("consent.changed", c, "pos", _ids(c, "phone"), at,
+                       {"purpose": "marketing_sms", "granted": rng.random() < 0.7, "evidence": "paws-club form v2"})]
     if step == 6:
         sku, price = rng.choice(RETAIL)
         qty = rng.randint(1, 3)

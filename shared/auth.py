@@ -17,9 +17,13 @@ KEY_PREFIX = "hub_"
 
 
 class Role(StrEnum):
+    """What a key may do. admin may do everything within its tenant."""
+
     admin = "admin"
-    ingest = "ingest"
-    read = "read"
+    ingest = "ingest"  # channels and integrations: send touchpoints and consents
+    store_staff = "store_staff"  # the counter: look customers up, book, record consent
+    ops = "ops"  # the chain's operations team: dashboards, complaints, merge review, splits
+    marketing = "marketing"  # segments and subscriptions; sees personal data masked
 
 
 @dataclass(frozen=True)
@@ -80,4 +84,8 @@ def require(*roles: Role):
 
 
 CallerIngest = Annotated[Principal, Depends(require(Role.ingest))]
-CallerRead = Annotated[Principal, Depends(require(Role.read))]
+CallerRead = Annotated[Principal, Depends(require(Role.store_staff, Role.ops, Role.marketing))]
+CallerOps = Annotated[Principal, Depends(require(Role.ops))]
+CallerStaff = Annotated[Principal, Depends(require(Role.store_staff, Role.ops))]
+CallerConsent = Annotated[Principal, Depends(require(Role.ingest, Role.store_staff, Role.ops))]
+CallerAdmin = Annotated[Principal, Depends(require())]

@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 from shared.auth import KeyVerifier
 from shared.bus.consumer import BatchHandler, ConsumerLoop
 from shared.bus.outbox import OUTBOX_MIGRATION, OutboxRelay
+from shared.bus.worker import BackgroundWorker
 from shared.bus.producer import ensure_topics, make_producer
 from shared.db import Database, migrate, sql_files
 from shared.http import create_service_app
@@ -55,13 +56,14 @@ class ServiceRuntime:
     producer: KafkaProducer | None = None
     relay: OutboxRelay | None = None
     consumers: list[ConsumerLoop] = field(default_factory=list)
+    workers: list[BackgroundWorker] = field(default_factory=list)
 
     def start_database(self) -> Database:
         self.db = Database(self.settings.database_url, maxconn=16, application_name=self.settings.service_name)
         migrate(self.db, self.schema, [OUTBOX_MIGRATION] + sql_files(self.migrations_dir))
         return self.db
 
-    def start_messaging(self, consumer_specs: list[ConsumerSpec] = ()) -> None:
+    def start_messaging(self, consumer_specs: list[ConsumerSpec] = (), workers: list[BackgroundWorker] = ()) -> None:
         s = self.settings
         ensure_topics(s.kafka_bootstrap_servers, all_topics(), prefix=s.topic_prefix,
                       replication_factor=s.kafka_replication_factor)
@@ -80,10 +82,13 @@ class ServiceRuntime:
             )
             loop.start()
             self.consumers.append(loop)
+        for worker in workers:
+            worker.start()
+            self.workers.append(worker)
 
     def stop(self) -> None:
-        for loop in self.consumers:
-            loop.stop()
+        for worker in [*self.workers, *self.consumers]:
+            worker.stop()
         if self.relay:
             self.relay.stop()
         if self.producer:
@@ -99,23 +104,25 @@ class ServiceRuntime:
             return broker_reachable(self.settings.kafka_bootstrap_servers), "broker"
 
         def workers():
-            dead = [t.name for t in [self.relay, *self.consumers] if t is not None and not t.is_alive()]
+            threads = [t for t in [self.relay, *self.consumers, *self.workers] if t is not None]
+            dead = [t.name for t in threads if not t.is_alive()]
             stale = [c.name for c in self.consumers if c.last_poll_at and time.monotonic() - c.last_poll_at > 60]
-            errors = {t.name: t.last_error for t in [self.relay, *self.consumers] if t is not None and t.last_error}
+            errors = {t.name: t.last_error for t in threads if t.last_error}
             ok = not dead and not stale and not errors
             return ok, ("ok" if ok else f"dead={dead} stale={stale} errors={errors}")
 
         return {"postgres": database, "kafka": kafka, "workers": workers}
 
 
-def runtime_lifespan(runtime: ServiceRuntime, consumers: Callable[[Database], list[ConsumerSpec]] = lambda db: []):
+def runtime_lifespan(runtime: ServiceRuntime, consumers: Callable[[Database], list[ConsumerSpec]] = lambda db: [],
+                     workers: Callable[[Database], list[BackgroundWorker]] = lambda db: []):
     """FastAPI lifespan: migrate and start workers before serving, stop them after."""
 
     @asynccontextmanager
     async def lifespan(app):
         def start():
             app.state.db = runtime.start_database()
-            runtime.start_messaging(consumers(app.state.db))
+            runtime.start_messaging(consumers(app.state.db), workers(app.state.db))
 
         await asyncio.to_thread(start)
         try:
@@ -127,15 +134,16 @@ def runtime_lifespan(runtime: ServiceRuntime, consumers: Callable[[Database], li
 
 
 def service_app(*, settings: ServiceSettings, title: str, description: str, routers=(),
-                consumers: Callable[[Database], list[ConsumerSpec]] = lambda db: [], migrations_dir: Path):
+                consumers: Callable[[Database], list[ConsumerSpec]] = lambda db: [], migrations_dir: Path,
+                workers: Callable[[Database], list[BackgroundWorker]] = lambda db: []):
     """The HTTP app of a Postgres-backed service: its schema (named after it), outbox relay, consumers,
-    API keys, ops routes."""
+    background workers, API keys, ops routes."""
     setup_tracing(settings.service_name)
     runtime = ServiceRuntime(settings, schema=settings.service_name, migrations_dir=migrations_dir)
     app = create_service_app(
         title=f"Customer hub — {title}", description=description, settings=settings,
         key_verifier=KeyVerifier.from_settings(settings), readiness=runtime.readiness_checks(),
-        routers=list(routers), lifespan=runtime_lifespan(runtime, consumers),
+        routers=list(routers), lifespan=runtime_lifespan(runtime, consumers, workers),
     )
     app.state.runtime = runtime
     return app

@@ -20,7 +20,7 @@ class TopicSpec:
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
     why: str
-    carries: str = "touchpoint"  # which events: "touchpoint" (every touchpoint type) or "customer"
+    carries: str = "touchpoint"  # the `topic_kind` of the events it carries: touchpoint, customer, erasure, score
     public: bool = False
 
     @property
@@ -59,14 +59,38 @@ CUSTOMERS_CHANGES = TopicSpec(
     partitions=6,
     key="customer_id",
     producers=("identity",),
-    consumers=(),
-    why="Profile lifecycle (created, merged, split, erased) so downstream state can follow the profile.",
+    consumers=("booking", "loyalty", "feedback", "insights"),
+    why="Profile lifecycle (created, merged, split, consent changed, erased) so downstream state can follow "
+        "the profile: merged ids move to the survivor, split events move, erased customers are deleted.",
     carries="customer",
     public=True,
 )
 
+ERASURE_CONFIRMATIONS = TopicSpec(
+    name="erasure.confirmations",
+    partitions=3,
+    key="customer_id",
+    producers=("booking", "loyalty", "feedback", "insights"),
+    consumers=("identity",),
+    why="Each service's proof that it erased a customer, so identity can show when an erasure completed.",
+    carries="erasure",
+)
+
+CUSTOMERS_SCORES = TopicSpec(
+    name="customers.scores",
+    partitions=6,
+    key="customer_id",
+    producers=("insights",),
+    consumers=("identity",),
+    why="Lifecycle stage and churn risk changes, kept by identity in the customer 360 and offered to "
+        "subscribers.",
+    carries="score",
+    public=True,
+)
+
 REGISTRY: dict[str, TopicSpec] = {
-    spec.name: spec for spec in (TOUCHPOINTS_RAW, TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES)
+    spec.name: spec
+    for spec in (TOUCHPOINTS_RAW, TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES, ERASURE_CONFIRMATIONS, CUSTOMERS_SCORES)
 }
 
 

@@ -1,6 +1,7 @@
-"""Identity's HTTP routes: thin translation between HTTP and the handlers."""
+"""Identity's HTTP routes for ingestion and reads: thin translation between HTTP and the use cases."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -9,12 +10,39 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from services.identity import handlers
+from services.identity import ingest as ingestion
+from services.identity import profiles, store
 from services.identity.domain import IdentifierError
-from shared.auth import CallerIngest, CallerRead
+from services.identity.errors import Conflict, Gone, NotFound
+from shared.auth import CallerIngest, CallerRead, Principal, Role
 
 touchpoints = APIRouter(prefix="/v1/touchpoints", tags=["touchpoints"])
 customers = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+
+async def in_transaction(request: Request, use_case, *args, **kwargs):
+    """Run a use case in one transaction on a worker thread, translating domain errors to HTTP."""
+    state = request.app.state
+
+    def run():
+        with state.db.transaction() as cur:
+            return use_case(cur, *args, **kwargs)
+
+    try:
+        return await run_in_threadpool(run)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except Gone as exc:
+        raise HTTPException(410, "this customer was erased" + (f" at {exc.erased_at.isoformat()}"
+                                                               if exc.erased_at else "")) from None
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except IdentifierError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def tenant_policy(cur, request: Request, tenant_id: str):
+    return store.tenant_policies(cur, {tenant_id}, request.app.state.settings.default_region)[tenant_id]
 
 
 class IngestRequest(BaseModel):
@@ -36,20 +64,6 @@ class IngestResponse(BaseModel):
     results: list[EventResult]
 
 
-class IdentifierOut(BaseModel):
-    type: str
-    scope: str | None
-    value: str
-    first_seen_at: Any
-
-
-class CustomerOut(BaseModel):
-    customer_id: UUID
-    tenant_id: str
-    created_at: Any
-    identifiers: list[IdentifierOut]
-
-
 @touchpoints.post(
     "", response_model=IngestResponse,
     summary="Ingest up to 1000 touchpoints; one result per event",
@@ -62,7 +76,8 @@ async def ingest(body: IngestRequest, request: Request, caller: CallerIngest):
         raise HTTPException(422, "events is empty: send at least one event")
     if len(body.events) > settings.max_batch:
         raise HTTPException(413, f"at most {settings.max_batch} events per request, got {len(body.events)}")
-    results = await run_in_threadpool(handlers.ingest_touchpoints, body.events, caller, request.app.state.db, settings)
+    results = await run_in_threadpool(ingestion.ingest_touchpoints, body.events, caller, request.app.state.db,
+                                      settings)
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
     payload = {"accepted": counts["accepted"], "duplicates": counts["duplicate"], "rejected": counts["rejected"],
                "results": [r.__dict__ for r in results]}
@@ -75,26 +90,101 @@ async def ingest(body: IngestRequest, request: Request, caller: CallerIngest):
     return payload
 
 
-@customers.get("/lookup", response_model=CustomerOut, summary="Find the customer owning an identifier")
-async def lookup(
-    request: Request, caller: CallerRead,
-    type: Annotated[str, Query(description="phone, email, wechat_openid, …")],
-    value: Annotated[str, Query(min_length=1, max_length=256)],
-    scope: Annotated[str | None, Query(description="App id (wechat_openid) or store id (pos_customer_id)")] = None,
-):
-    try:
-        found = await run_in_threadpool(handlers.lookup_customer, request.app.state.db, request.app.state.settings,
-                                        caller.tenant_id, type, value, scope)
-    except (IdentifierError, ValueError) as exc:
-        raise HTTPException(422, str(exc)) from None
-    if found is None:
-        raise HTTPException(404, "no customer has this identifier")
-    return found
+class Customer360(BaseModel):
+    customer_id: UUID
+    tenant_id: str
+    status: str
+    resolved_from: UUID | None = Field(None, description="Set when the id asked for was merged into this one.")
+    created_at: datetime
+    merged_ids: list[UUID]
+    profile: dict[str, Any] = Field(description="Golden record: per attribute the surviving value and provenance.")
+    identifiers: list[dict[str, Any]]
+    rejected_identifiers: list[dict[str, Any]]
+    household: dict[str, Any] | None
+    pets: list[dict[str, Any]]
+    vehicles: list[dict[str, Any]]
+    consents: dict[str, Any]
+    loyalty: dict[str, Any]
+    next_booking: dict[str, Any] | None
+    last_nps: dict[str, Any] | None
+    lifecycle: dict[str, Any] | None
+    churn_risk: dict[str, Any] | None
+    touchpoints: dict[str, Any]
 
 
-@customers.get("/{customer_id}", response_model=CustomerOut, summary="A customer profile with its identifiers")
-async def get_customer(customer_id: UUID, request: Request, caller: CallerRead):
-    found = await run_in_threadpool(handlers.get_customer, request.app.state.db, caller.tenant_id, customer_id)
+def _masked_for(caller: Principal) -> bool:
+    return caller.role == Role.marketing
+
+
+async def _customer(request: Request, caller: Principal, customer_id: UUID) -> dict:
+    def view(cur):
+        policy = tenant_policy(cur, request, caller.tenant_id)
+        return profiles.customer_360(cur, request.app.state.vault, policy, caller.tenant_id, customer_id,
+                                     masked=_masked_for(caller))
+
+    found = await in_transaction(request, view)
     if found is None:
         raise HTTPException(404, "no such customer")
     return found
+
+
+@customers.get("/lookup", response_model=Customer360, summary="Find the customer holding an identifier",
+               responses={404: {"description": "No customer holds it"}, 422: {"description": "Not a valid identifier"}})
+async def lookup(
+    request: Request, caller: CallerRead,
+    type: Annotated[str, Query(description="phone, email, wechat_openid, …, or custom:<name>", max_length=48)],
+    value: Annotated[str, Query(min_length=1, max_length=256)],
+    scope: Annotated[str | None, Query(description="App id (wechat_openid) or store id (pos_customer_id)",
+                                       max_length=128)] = None,
+):
+    def find(cur):
+        policy = tenant_policy(cur, request, caller.tenant_id)
+        return profiles.lookup(cur, request.app.state.vault, policy, caller.tenant_id, type, value, scope)
+
+    customer_id = await in_transaction(request, find)
+    if customer_id is None:
+        raise HTTPException(404, "no customer holds this identifier")
+    return await _customer(request, caller, customer_id)
+
+
+@customers.get("/{customer_id}", response_model=Customer360, summary="The customer 360",
+               responses={404: {"description": "Unknown customer"}, 410: {"description": "Erased"}})
+async def get_customer(customer_id: UUID, request: Request, caller: CallerRead):
+    return await _customer(request, caller, customer_id)
+
+
+class TimelineItem(BaseModel):
+    event_id: UUID
+    type: str
+    channel: str
+    store_id: str | None
+    occurred_at: datetime
+    summary: dict[str, Any]
+
+
+class TimelinePage(BaseModel):
+    customer_id: UUID
+    items: list[TimelineItem]
+    next_before: str | None = Field(None, description="Pass as `before` to get the next (older) page.")
+
+
+@customers.get("/{customer_id}/timeline", response_model=TimelinePage, summary="Touchpoints, newest first",
+               responses={404: {"description": "Unknown customer"}, 410: {"description": "Erased"}})
+async def timeline(
+    customer_id: UUID, request: Request, caller: CallerRead,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(description="Cursor from the previous page's next_before",
+                                        max_length=100)] = None,
+):
+    cursor = None
+    if before:
+        try:
+            at, _, event_id = before.partition("~")
+            cursor = (datetime.fromisoformat(at), UUID(event_id))
+        except ValueError:
+            raise HTTPException(422, "before is not a cursor returned by this endpoint") from None
+    page = await in_transaction(request, profiles.timeline, caller.tenant_id, customer_id, limit, cursor)
+    if page is None:
+        raise HTTPException(404, "no such customer")
+    nxt = page.pop("next")
+    return {**page, "next_before": f"{nxt[0].isoformat()}~{nxt[1]}" if nxt else None}

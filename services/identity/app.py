@@ -1,20 +1,27 @@
-"""Identity's composition root: the one place settings, pools, producer, workers and app are built."""
+"""Identity's composition root: the one place settings, the PII vault, pools, workers and app are built."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from services.identity import api
+from services.identity import api, api_changes
 from services.identity.consumers import consumer_specs
+from services.identity.pii import Vault
 from services.identity.settings import IdentitySettings
+from services.identity.suggestions import MatchWorker
 from shared.runtime import service_app
 
 
 def create_app(settings: IdentitySettings | None = None):
     settings = settings or IdentitySettings()
-    return service_app(
+    vault = Vault(settings.pii_master_key.get_secret_value())
+    app = service_app(
         settings=settings, title="identity",
-        description="Ingestion, identity resolution and the customer profile.",
-        routers=[api.touchpoints, api.customers],
-        consumers=lambda db: consumer_specs(db, settings),
+        description="Ingestion, identity resolution, the customer 360, merge review, consent and erasure.",
+        routers=[api.touchpoints, api.customers, api_changes.changes, api_changes.review, api_changes.erasures,
+                 api_changes.policy_routes],
+        consumers=lambda db: consumer_specs(db, settings, vault),
+        workers=lambda db: [MatchWorker(db, vault, settings)],
         migrations_dir=Path(__file__).parent / "migrations",
     )
+    app.state.vault = vault
+    return app

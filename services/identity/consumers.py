@@ -1,18 +1,43 @@
-"""Identity's Kafka consumers: thin wiring of topics to handlers."""
+"""Identity's Kafka consumers: thin wiring of topics to use cases."""
 from __future__ import annotations
 
 from functools import partial
 
-from services.identity import handlers
+from services.identity import privacy, projection
+from services.identity.pii import Vault
+from services.identity.resolution import resolve_touchpoints
 from services.identity.settings import IdentitySettings
+from shared.bus.consumer import Delivery
 from shared.db import Database
+from shared.events import ErasureConfirmed
+from shared.events.scores import CustomerChurnRiskChanged, CustomerLifecycleChanged
 from shared.runtime import ConsumerSpec
-from shared.topics import TOUCHPOINTS_RAW
+from shared.topics import CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, TOUCHPOINTS_RAW
 
 
-def consumer_specs(db: Database, settings: IdentitySettings) -> list[ConsumerSpec]:
+def record_confirmations(deliveries: list[Delivery], db: Database) -> None:
+    with db.transaction() as cur:
+        privacy.record_confirmations(cur, [d.event for d in deliveries if isinstance(d.event, ErasureConfirmed)])
+
+
+def record_scores(deliveries: list[Delivery], db: Database) -> None:
+    """Lifecycle stage and churn risk into the 360; a late score never replaces a newer one."""
+    with db.transaction() as cur:
+        for d in deliveries:
+            e = d.event
+            if isinstance(e, CustomerLifecycleChanged):
+                value = {"stage": e.payload.to_stage, "from_stage": e.payload.from_stage, "reason": e.payload.reason}
+                projection.set_fact(cur, e.tenant_id, e.customer_id, "lifecycle", value, e.occurred_at)
+            elif isinstance(e, CustomerChurnRiskChanged):
+                value = {"risk": e.payload.risk, "band": e.payload.band, "reasons": list(e.payload.reasons)}
+                projection.set_fact(cur, e.tenant_id, e.customer_id, "churn_risk", value, e.occurred_at)
+
+
+def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(TOUCHPOINTS_RAW, "identity-resolver",
-                     partial(handlers.resolve_touchpoints, db=db, settings=settings),
+                     partial(resolve_touchpoints, db=db, settings=settings, vault=vault),
                      max_records=settings.resolve_batch),
+        ConsumerSpec(ERASURE_CONFIRMATIONS, "identity-erasure", partial(record_confirmations, db=db)),
+        ConsumerSpec(CUSTOMERS_SCORES, "identity-scores", partial(record_scores, db=db)),
     ]

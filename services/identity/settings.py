@@ -1,7 +1,9 @@
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import Environment, ServiceSettings
+
+DEFAULT_PII_KEY = "dev-only-pii-master-key-change-me"
 
 
 class IdentitySettings(ServiceSettings):
@@ -12,3 +14,19 @@ class IdentitySettings(ServiceSettings):
     max_batch: int = Field(1000, description="Most events accepted in one POST /v1/touchpoints.")
     max_future_seconds: int = Field(86_400, description="How far in the future occurred_at may lie.")
     resolve_batch: int = Field(500, description="Most touchpoints resolved in one database transaction.")
+    pii_master_key: SecretStr = Field(
+        SecretStr(DEFAULT_PII_KEY),
+        description="Wraps the per-customer data keys and keys the identifier hashes. Keep it outside the "
+                    "database backups; changing it makes stored personal data unreadable.")
+    match_batch: int = Field(200, description="Profiles the match worker scores per transaction.")
+    match_block_limit: int = Field(
+        200, description="A blocking key shared by more profiles than this is too common to find candidates with.")
+    erasure_services: tuple[str, ...] = Field(
+        ("identity", "booking", "loyalty", "feedback", "insights"),
+        description="Services that must confirm an erasure before it counts as complete.")
+
+    @model_validator(mode="after")
+    def _refuse_default_pii_key_in_production(self):
+        if self.environment == Environment.production and self.pii_master_key.get_secret_value() == DEFAULT_PII_KEY:
+            raise ValueError("IDENTITY_PII_MASTER_KEY must be set in production (the default is public)")
+        return self

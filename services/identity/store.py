@@ -1,126 +1,356 @@
-"""Identity's SQL. Every function takes the caller's cursor: the caller owns the transaction."""
+"""Identity's SQL for resolution: policies, identifiers, customers, keys, merges, households.
+Every function takes the caller's cursor: the caller owns the transaction."""
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from datetime import datetime
 from uuid import UUID
 
+import orjson
 import psycopg2.extras
 
-from services.identity.domain import IdKey, KnownCustomer
+from services.identity.domain import CustomerState, IdKey, IdOwner, Merge, Snapshot
+from services.identity.pii import Vault
+from services.identity.policy import TenantPolicy, merged_policy
 
 SCHEMA = "identity"
 
+# Tables whose rows belong to one customer and follow it through merges and erasure.
+CUSTOMER_OWNED = ("identifiers", "rejected_identifiers", "profile_attributes", "consents", "resolved_events",
+                  "customer_appointments")
+# Keyed by customer too, so a merge copies what the survivor lacks and drops the rest.
+CUSTOMER_KEYED = {
+    "weak_identifiers": "tenant_id, id_type, id_scope, token, value_enc, key_id, seen_at",
+    "subjects": "tenant_id, kind, subject_key, attributes, updated_at",
+}
 
-def tenant_regions(cur, tenants: set[str], default_region: str) -> dict[str, str]:
-    """Each tenant's default phone region; a tenant seen for the first time is registered."""
-    cur.execute("select tenant_id, default_region from identity.tenants where tenant_id = any(%s)", (list(tenants),))
-    regions = dict(cur.fetchall())
-    missing = tenants - regions.keys()
+
+def token_of(vault: Vault, key: IdKey) -> str:
+    return vault.token(key.tenant_id, key.type, key.scope, key.value)
+
+
+def lock_id(token: str) -> int:
+    return int.from_bytes(bytes.fromhex(token[:16]), "big", signed=True)
+
+
+def _values(cur, sql: str, rows, fetch: bool = False):
+    return psycopg2.extras.execute_values(cur, sql, rows, fetch=fetch, page_size=1000)
+
+
+def tenant_policies(cur, tenants: set[str], default_region: str) -> dict[str, TenantPolicy]:
+    """Each tenant's identity policy; a tenant seen for the first time is registered with defaults."""
+    cur.execute("select tenant_id, default_region, policy from identity.tenants where tenant_id = any(%s)",
+                (list(tenants),))
+    found = {t: merged_policy(policy, region) for t, region, policy in cur.fetchall()}
+    missing = tenants - found.keys()
     if missing:
-        psycopg2.extras.execute_values(
-            cur, "insert into identity.tenants (tenant_id, default_region) values %s on conflict do nothing",
-            [(t, default_region) for t in missing],
-        )
-        regions.update({t: default_region for t in missing})
-    return regions
+        _values(cur, "insert into identity.tenants (tenant_id, default_region) values %s on conflict do nothing",
+                [(t, default_region) for t in missing])
+        found.update({t: merged_policy({}, default_region) for t in missing})
+    return found
+
+
+def save_policy(cur, tenant_id: str, policy: TenantPolicy) -> None:
+    stored = policy.model_dump(mode="json", exclude={"default_region"}, exclude_defaults=True)
+    cur.execute(
+        "insert into identity.tenants (tenant_id, default_region, policy) values (%s, %s, %s) "
+        "on conflict (tenant_id) do update set default_region = excluded.default_region, policy = excluded.policy",
+        (tenant_id, policy.default_region, orjson.dumps(stored).decode()),
+    )
 
 
 def record_ingested(cur, tenant_id: str, event_ids: list[UUID]) -> set[UUID]:
     """Insert event ids; returns those not seen before (the others are duplicates)."""
     if not event_ids:
         return set()
-    rows = psycopg2.extras.execute_values(
-        cur,
-        "insert into identity.ingested_events (tenant_id, event_id) values %s "
-        "on conflict do nothing returning event_id",
-        [(tenant_id, e) for e in event_ids], fetch=True, page_size=1000,
-    )
+    rows = _values(cur, "insert into identity.ingested_events (tenant_id, event_id) values %s "
+                        "on conflict do nothing returning event_id", [(tenant_id, e) for e in event_ids], fetch=True)
     return {r[0] for r in rows}
 
 
 def already_resolved(cur, pairs: list[tuple[str, UUID]]) -> set[tuple[str, UUID]]:
     if not pairs:
         return set()
-    rows = psycopg2.extras.execute_values(
-        cur,
-        "select r.tenant_id, r.event_id from (values %s) as v(tenant_id, event_id) "
-        "join identity.resolved_events r on r.tenant_id = v.tenant_id and r.event_id = v.event_id::uuid",
-        pairs, fetch=True, page_size=1000,
-    )
+    rows = _values(cur, "select r.tenant_id, r.event_id from (values %s) as v(tenant_id, event_id) "
+                        "join identity.resolved_events r on r.tenant_id = v.tenant_id and r.event_id = v.event_id::uuid",
+                   pairs, fetch=True)
     return {(t, e) for t, e in rows}
 
 
-def lock_identifiers(cur, keys: list[IdKey]) -> None:
+def lock_tokens(cur, tokens) -> None:
     """Transaction-scoped advisory locks, always in the same order, so two consumers resolving events
     that share an identifier serialise instead of both creating a customer (and never deadlock)."""
-    ids = sorted({k.lock_id() for k in keys})
-    cur.execute("select count(pg_advisory_xact_lock(k)) from unnest(%s::bigint[]) as k", (ids,))
+    ids = sorted({lock_id(t) for t in tokens})
+    if ids:
+        cur.execute("select count(pg_advisory_xact_lock(k)) from unnest(%s::bigint[]) as k", (ids,))
 
 
-def load_owners(cur, keys: list[IdKey]) -> dict[IdKey, KnownCustomer]:
-    if not keys:
+def _owners(cur, tokens: dict[str, IdKey]) -> dict[IdKey, IdOwner]:
+    if not tokens:
         return {}
-    rows = psycopg2.extras.execute_values(
+    rows = _values(
         cur,
-        "select i.tenant_id, i.id_type, i.id_scope, i.id_value, c.customer_id, c.created_at "
-        "from (values %s) as v(tenant_id, id_type, id_scope, id_value) "
+        "select i.token, coalesce(c.merged_into, c.customer_id), i.shared, i.junk, i.linked_count "
+        "from (values %s) as v(tenant_id, id_type, id_scope, token) "
         "join identity.identifiers i on i.tenant_id = v.tenant_id and i.id_type = v.id_type "
-        " and i.id_scope = v.id_scope and i.id_value = v.id_value "
+        " and i.id_scope = v.id_scope and i.token = v.token "
         "join identity.customers c on c.customer_id = i.customer_id",
-        [(k.tenant_id, k.type, k.scope, k.value) for k in set(keys)], fetch=True, page_size=1000,
+        [(k.tenant_id, k.type, k.scope, t) for t, k in tokens.items()], fetch=True,
     )
-    return {IdKey(t, ty, s, v): KnownCustomer(cid, created) for t, ty, s, v, cid, created in rows}
+    return {tokens[t]: IdOwner(cid, shared, junk, linked) for t, cid, shared, junk, linked in rows}
 
 
-def insert_customers(cur, rows: list[tuple[UUID, str, datetime, UUID]]) -> None:
-    psycopg2.extras.execute_values(
-        cur, "insert into identity.customers (customer_id, tenant_id, created_at, first_event_id) values %s",
-        rows, page_size=1000,
-    )
-
-
-def link_identifiers(cur, links: dict[IdKey, UUID], seen_at: datetime) -> None:
-    psycopg2.extras.execute_values(
+def _weak_holders(cur, tokens: dict[str, IdKey]) -> dict[IdKey, set[UUID]]:
+    if not tokens:
+        return {}
+    rows = _values(
         cur,
-        "insert into identity.identifiers "
-        "(tenant_id, id_type, id_scope, id_value, customer_id, first_seen_at, last_seen_at) values %s "
-        "on conflict do nothing",
-        [(k.tenant_id, k.type, k.scope, k.value, cid, seen_at, seen_at) for k, cid in links.items()],
-        page_size=1000,
+        "select w.token, w.customer_id from (values %s) as v(tenant_id, id_type, id_scope, token) "
+        "join identity.weak_identifiers w on w.tenant_id = v.tenant_id and w.id_type = v.id_type "
+        " and w.id_scope = v.id_scope and w.token = v.token",
+        [(k.tenant_id, k.type, k.scope, t) for t, k in tokens.items()], fetch=True,
+    )
+    holders: dict[IdKey, set[UUID]] = {}
+    for token, cid in rows:
+        holders.setdefault(tokens[token], set()).add(cid)
+    return holders
+
+
+def lock_customers(cur, customer_ids) -> dict[UUID, tuple[datetime, UUID | None, str]]:
+    """Row locks on the customers a transaction will write to, in id order; every writer of a
+    customer's identifiers holds this lock, so a merge never races a link to the merged profile."""
+    if not customer_ids:
+        return {}
+    cur.execute("select customer_id, created_at, merged_into, status from identity.customers "
+                "where customer_id = any(%s) order by customer_id for update", (sorted(customer_ids),))
+    return {cid: (created, merged, status) for cid, created, merged, status in cur.fetchall()}
+
+
+def load_snapshot(cur, strong: dict[str, IdKey], weak: dict[str, IdKey]) -> Snapshot:
+    """Owners of the batch's identifiers, with their customers locked and consistent: re-read until
+    no concurrent merge moved an owner between the read and the lock."""
+    locked: dict[UUID, tuple] = {}
+    while True:
+        owners = _owners(cur, strong)
+        holders = _weak_holders(cur, weak)
+        wanted = {o.customer_id for o in owners.values()} | {c for cs in holders.values() for c in cs}
+        if wanted <= locked.keys():
+            break
+        locked.update(lock_customers(cur, wanted - locked.keys()))
+    counts: dict[UUID, Counter] = {cid: Counter() for cid in locked}
+    if locked:
+        cur.execute("select customer_id, id_type, count(*) from identity.identifiers "
+                    "where customer_id = any(%s) group by 1, 2", (list(locked),))
+        for cid, id_type, n in cur.fetchall():
+            counts[cid][id_type] = n
+    snapshot = Snapshot(
+        owners=owners, weak_holders=holders,
+        customers={cid: CustomerState(cid, created, counts[cid]) for cid, (created, _, _) in locked.items()},
+    )
+    if len(locked) > 1:
+        cur.execute("select customer_a, customer_b from identity.merge_blocks "
+                    "where customer_a = any(%s) and customer_b = any(%s)", (list(locked), list(locked)))
+        snapshot.blocked_pairs = {frozenset(pair) for pair in cur.fetchall()}
+    return snapshot
+
+
+def load_keys(cur, vault: Vault, key_ids) -> set[UUID]:
+    """Unwrap the data keys not yet cached; returns the ids that exist (an erased key is gone)."""
+    missing = [k for k in set(key_ids) if not vault.has_key(k)]
+    if missing:
+        cur.execute("select key_id, wrapped_key from identity.customer_keys where key_id = any(%s)", (missing,))
+        for key_id, wrapped in cur.fetchall():
+            vault.load_key(key_id, bytes(wrapped))
+    return {k for k in set(key_ids) if vault.has_key(k)}
+
+
+def insert_customers(cur, vault: Vault, rows: list[tuple[UUID, str, datetime, UUID | None]]) -> None:
+    """New profiles, each with its own data key."""
+    if not rows:
+        return
+    _values(cur, "insert into identity.customers (customer_id, tenant_id, created_at, first_event_id) values %s",
+            rows)
+    _values(cur, "insert into identity.customer_keys (key_id, tenant_id, wrapped_key) values %s",
+            [(cid, tenant, vault.new_key(cid)) for cid, tenant, _, _ in rows])
+
+
+def link_identifiers(cur, vault: Vault, links: dict[IdKey, UUID], seen_at: datetime) -> None:
+    if not links:
+        return
+    _values(
+        cur,
+        "insert into identity.identifiers (tenant_id, id_type, id_scope, token, customer_id, value_enc, key_id, "
+        "first_seen_at, last_seen_at) values %s on conflict do nothing",
+        [(k.tenant_id, k.type, k.scope, token_of(vault, k), cid, vault.encrypt(cid, k.value), cid, seen_at, seen_at)
+         for k, cid in links.items()],
     )
 
 
-def record_resolved(cur, rows: list[tuple[str, UUID, UUID]]) -> None:
-    psycopg2.extras.execute_values(
-        cur, "insert into identity.resolved_events (tenant_id, event_id, customer_id) values %s "
-        "on conflict do nothing", rows, page_size=1000,
+def link_weak(cur, vault: Vault, links: set[tuple[IdKey, UUID]], seen_at: datetime) -> None:
+    if not links:
+        return
+    _values(
+        cur,
+        "insert into identity.weak_identifiers (tenant_id, id_type, id_scope, token, customer_id, value_enc, "
+        "key_id, seen_at) values %s on conflict do nothing",
+        [(k.tenant_id, k.type, k.scope, token_of(vault, k), cid, vault.encrypt(cid, k.value), cid, seen_at)
+         for k, cid in links],
     )
 
 
-def find_customer(cur, key: IdKey) -> UUID | None:
+def mark_shared(cur, vault: Vault, shared: dict[IdKey, IdOwner]) -> None:
+    if not shared:
+        return
+    _values(
+        cur,
+        "update identity.identifiers i set shared = v.shared, junk = v.junk, linked_count = v.linked "
+        "from (values %s) as v(tenant_id, id_type, id_scope, token, shared, junk, linked) "
+        "where i.tenant_id = v.tenant_id and i.id_type = v.id_type and i.id_scope = v.id_scope and i.token = v.token",
+        [(k.tenant_id, k.type, k.scope, token_of(vault, k), o.shared, o.junk, o.linked_count)
+         for k, o in shared.items()],
+    )
+
+
+def apply_merges(cur, merges: list[Merge], final: dict[UUID, UUID]) -> None:
+    """Union the merged profiles into their survivors: customer-owned rows move, merged ids point at the
+    final survivor (path compression, so a lookup by any old id is one hop)."""
+    if not merges:
+        return
+    mapping = [(loser, final[loser]) for m in merges for loser in m.losers]
+    losers = [loser for loser, _ in mapping]
+    _values(cur, "update identity.customers c set status = 'merged', merged_into = v.survivor "
+                 "from (values %s) as v(loser, survivor) where c.customer_id = v.loser::uuid", mapping)
+    _values(cur, "update identity.customers c set merged_into = v.survivor "
+                 "from (values %s) as v(loser, survivor) where c.merged_into = v.loser::uuid", mapping)
+    for table in CUSTOMER_OWNED:
+        _values(cur, f"update identity.{table} t set customer_id = v.survivor::uuid "
+                     "from (values %s) as v(loser, survivor) where t.customer_id = v.loser::uuid", mapping)
+    for table, columns in CUSTOMER_KEYED.items():
+        _values(cur, f"insert into identity.{table} (customer_id, {columns}) "
+                     f"select v.survivor::uuid, {', '.join('t.' + c.strip() for c in columns.split(','))} "
+                     f"from identity.{table} t join (values %s) as v(loser, survivor) on t.customer_id = v.loser::uuid "
+                     "on conflict do nothing", mapping)
+        cur.execute(f"delete from identity.{table} where customer_id = any(%s)", (losers,))
+    cur.execute("delete from identity.blocking_keys where customer_id = any(%s)", (losers,))
+    cur.execute("delete from identity.match_queue where customer_id = any(%s)", (losers,))
+    cur.execute("update identity.match_suggestions set status = 'obsolete', decided_at = now() "
+                "where status = 'open' and (customer_a = any(%s) or customer_b = any(%s))", (losers, losers))
+    _merge_households(cur, mapping)
+    _merge_facts(cur, mapping)
+    cur.execute("insert into identity.match_queue (customer_id, tenant_id) "
+                "select customer_id, tenant_id from identity.customers where customer_id = any(%s) "
+                "on conflict do nothing", (list({s for _, s in mapping}),))
+
+
+def _merge_households(cur, mapping) -> None:
+    _values(cur, "update identity.customers s set household_id = coalesce(s.household_id, l.household_id) "
+                 "from (values %s) as v(loser, survivor) join identity.customers l on l.customer_id = v.loser::uuid "
+                 "where s.customer_id = v.survivor::uuid", mapping)
+
+
+def _merge_facts(cur, mapping) -> None:
+    """Each projected fact keeps the newest observation of the merged profiles."""
+    cur.execute("select customer_id, tenant_id, facts from identity.customer_facts where customer_id = any(%s)",
+                ([c for pair in mapping for c in pair],))
+    facts = {cid: (tenant, f) for cid, tenant, f in cur.fetchall()}
+    for loser, survivor in mapping:
+        if loser not in facts:
+            continue
+        tenant, theirs = facts.pop(loser)
+        ours = facts.get(survivor, (tenant, {}))[1]
+        combined = newest_facts(ours, theirs)
+        facts[survivor] = (tenant, combined)
+        upsert_facts(cur, survivor, tenant, combined)
+    cur.execute("delete from identity.customer_facts where customer_id = any(%s)", ([loser for loser, _ in mapping],))
+
+
+def newest_facts(ours: dict, theirs: dict) -> dict:
+    combined = dict(ours)
+    for name, fact in theirs.items():
+        if name not in combined or fact.get("at", "") > combined[name].get("at", ""):
+            combined[name] = fact
+    return combined
+
+
+def upsert_facts(cur, customer_id: UUID, tenant_id: str, facts: dict) -> None:
     cur.execute(
-        "select customer_id from identity.identifiers "
-        "where tenant_id = %s and id_type = %s and id_scope = %s and id_value = %s",
-        (key.tenant_id, key.type, key.scope, key.value),
+        "insert into identity.customer_facts (customer_id, tenant_id, facts, updated_at) values (%s, %s, %s, now()) "
+        "on conflict (customer_id) do update set facts = excluded.facts, updated_at = now()",
+        (customer_id, tenant_id, orjson.dumps(facts).decode()),
     )
-    row = cur.fetchone()
-    return row[0] if row else None
 
 
-def customer_profile(cur, tenant_id: str, customer_id: UUID) -> dict | None:
+def link_household(cur, a: UUID, b: UUID) -> UUID:
+    """Put two people in one household (joining their households if both had one)."""
+    cur.execute("select customer_id, household_id from identity.customers where customer_id in (%s, %s)", (a, b))
+    current = {cid: hid for cid, hid in cur.fetchall()}
+    household = current.get(a) or current.get(b) or uuid.uuid4()
+    olds = [h for h in current.values() if h and h != household]
+    cur.execute("update identity.customers set household_id = %s where customer_id in (%s, %s) "
+                "or household_id = any(%s)", (household, a, b, olds))
+    return household
+
+
+def record_decision(cur, *, tenant_id: str, kind: str, rule: str, customer_id: UUID, others: list[UUID],
+                    evidence: list, event_ids: list[UUID], decided_by: str = "resolver",
+                    decision_id: UUID | None = None) -> UUID:
+    decision_id = decision_id or uuid.uuid4()
     cur.execute(
-        "select customer_id, created_at from identity.customers where tenant_id = %s and customer_id = %s",
-        (tenant_id, customer_id),
+        "insert into identity.decisions (decision_id, tenant_id, kind, rule, customer_id, other_customer_ids, "
+        "evidence, triggering_event_ids, decided_by) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (decision_id, tenant_id, kind, rule, customer_id, list(others), orjson.dumps(evidence).decode(),
+         list(event_ids), decided_by),
     )
+    return decision_id
+
+
+def canonical_id(cur, tenant_id: str, customer_id: UUID) -> tuple[UUID, str] | None:
+    """The surviving id and status for any id the tenant ever had (merged ids point at their survivor)."""
+    cur.execute("select coalesce(merged_into, customer_id), status from identity.customers "
+                "where tenant_id = %s and customer_id = %s", (tenant_id, customer_id))
     row = cur.fetchone()
     if row is None:
         return None
+    if row[0] != customer_id:
+        cur.execute("select status from identity.customers where customer_id = %s", (row[0],))
+        return row[0], cur.fetchone()[0]
+    return row[0], row[1]
+
+
+def find_customer(cur, tenant_id: str, id_type: str, scope: str, token: str) -> UUID | None:
     cur.execute(
-        "select id_type, id_scope, id_value, first_seen_at from identity.identifiers "
-        "where customer_id = %s order by first_seen_at, id_type",
-        (customer_id,),
+        "select coalesce(c.merged_into, c.customer_id) from identity.identifiers i "
+        "join identity.customers c on c.customer_id = i.customer_id "
+        "where i.tenant_id = %s and i.id_type = %s and i.id_scope = %s and i.token = %s and not i.junk",
+        (tenant_id, id_type, scope, token),
     )
-    identifiers = [
-        {"type": t, "scope": s or None, "value": v, "first_seen_at": seen} for t, s, v, seen in cur.fetchall()
-    ]
-    return {"customer_id": row[0], "tenant_id": tenant_id, "created_at": row[1], "identifiers": identifiers}
+    row = cur.fetchone()
+    if row:
+        return row[0]
+    cur.execute(
+        "select distinct customer_id from identity.weak_identifiers "
+        "where tenant_id = %s and id_type = %s and id_scope = %s and token = %s limit 2",
+        (tenant_id, id_type, scope, token),
+    )
+    rows = cur.fetchall()
+    return rows[0][0] if len(rows) == 1 else None
+
+
+def queue_for_matching(cur, rows: set[tuple[UUID, str]]) -> None:
+    if rows:
+        _values(cur, "insert into identity.match_queue (customer_id, tenant_id) values %s on conflict do nothing",
+                list(rows))
+
+
+def record_rejected(cur, rows: list[tuple]) -> None:
+    if rows:
+        _values(cur, "insert into identity.rejected_identifiers (tenant_id, customer_id, event_id, id_type, "
+                     "value_enc, key_id, reason, seen_at) values %s", rows)
+
+
+def replace_blocking_keys(cur, tenant_id: str, customer_id: UUID, tokens: list[str]) -> None:
+    cur.execute("delete from identity.blocking_keys where customer_id = %s", (customer_id,))
+    if tokens:
+        _values(cur, "insert into identity.blocking_keys (tenant_id, token, customer_id) values %s "
+                     "on conflict do nothing", [(tenant_id, t, customer_id) for t in tokens])

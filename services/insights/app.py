@@ -56,7 +56,7 @@ def create_app(settings: InsightsSettings | None = None):
         if stats["last_error"]:
             return False, f"sink failing: {stats['last_error']}"
         idle = time.monotonic() - stats["last_batch_at"] if stats["last_batch_at"] else None
-        return True, f"stored={stats['stored']} dead_lettered={stats['dead_lettered']} idle_s={idle and round(idle)}"
+        return True, f"stored={stats['stored']} erased={stats['erased']} dead_lettered={stats['dead_lettered']} idle_s={idle and round(idle)}"
 
     app = create_service_app(
         title="Customer hub — insights",

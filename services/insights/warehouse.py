@@ -4,6 +4,7 @@ both writes (the faust agent) and serves reads (the API); a lock serialises call
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from string import Template
@@ -13,6 +14,7 @@ import clickhouse_connect
 import orjson
 
 from services.insights.schema import TOUCHPOINTS
+from shared.erasure import NIL_CUSTOMER_ID
 from shared.events import Touchpoint
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse"
@@ -109,6 +111,27 @@ class Warehouse:
                 f"SELECT count() FROM {self.database}.{TOUCHPOINTS.name} FINAL {where}",
                 parameters={"tenant": tenant_id} if tenant_id else None,
             ).result_rows[0][0]
+
+    def anonymise_customers(self, tenant_id: str, customer_ids: Sequence[UUID]) -> int:
+        """Erasure: every stored row of these customers (in this tenant) gets the nil customer id and an
+        empty payload; returns how many touchpoints (distinct event ids) that touched.
+
+        An `ALTER TABLE ... UPDATE` mutation rewrites the parts holding the rows, so the old values are
+        gone from the active parts when it returns (`mutations_sync=2`: finished on every replica; a
+        lightweight UPDATE would only add patch parts and leave the values on disk until a merge). The
+        replaced parts stay on disk, inactive, until `old_parts_lifetime` (8 minutes by default) has passed.
+        Count and mutation run under the lock that every insert of this process takes."""
+        table = f"{self.database}.{TOUCHPOINTS.name}"
+        where = "tenant_id = {tenant:String} AND customer_id IN {customer_ids:Array(UUID)}"
+        params = {"tenant": tenant_id, "customer_ids": [str(c) for c in customer_ids]}
+        with self._lock:
+            touched = self.client.query(f"SELECT uniqExact(event_id) FROM {table} WHERE {where}",
+                                        parameters=params).result_rows[0][0]
+            if touched:
+                self.client.command(
+                    f"ALTER TABLE {table} UPDATE customer_id = toUUID('{NIL_CUSTOMER_ID}'), payload = '{{}}' "
+                    f"WHERE {where}", parameters=params, settings={"mutations_sync": 2})
+        return touched
 
     def close(self) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+from psycopg2.extensions import TransactionRollbackError
 
 from shared.bus.worker import BackgroundWorker
 from shared.db import TRANSIENT_DB_ERRORS
@@ -28,7 +29,8 @@ from shared.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = TRANSIENT_DB_ERRORS + (KafkaError, ConnectionError, TimeoutError)
+# A deadlock or serialisation failure rolled the whole transaction back: running it again is safe.
+TRANSIENT_ERRORS = TRANSIENT_DB_ERRORS + (TransactionRollbackError, KafkaError, ConnectionError, TimeoutError)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class IdentifierType(StrEnum):
     member_card = "member_card"
     pos_customer_id = "pos_customer_id"  # scoped to the store whose POS issued it
     license_plate = "license_plate"
+    source_record = "source_record"  # a legacy system's record key, scoped to that system (imports)
 
 
 class Identifier(BaseModel):

@@ -16,10 +16,6 @@ def _schema_file(model) -> str:
     return f"schemas/{model.type_name()}.v{model.current_version()}.json"
 
 
-def _kind(model) -> str:
-    return "touchpoint" if model.topic_kind == "touchpoint" else "customer"
-
-
 def asyncapi() -> dict:
     messages = {
         model.type_name(): {
@@ -36,7 +32,7 @@ def asyncapi() -> dict:
     }
     channels, operations = {}, {}
     for spec in all_topics():
-        carried = [name for name, model in EVENT_TYPES.items() if _kind(model) == spec.carries]
+        carried = [name for name, model in EVENT_TYPES.items() if model.topic_kind == spec.carries]
         channel_id = spec.name.replace(".", "_")
         channels[channel_id] = {
             "address": spec.name,

@@ -6,6 +6,7 @@ Money is always integer minor units (fen, cents) with an ISO currency, never flo
 """
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -17,6 +18,7 @@ Text = Annotated[str, Field(max_length=2000)]
 ShortText = Annotated[str, Field(max_length=200)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 MinorUnits = Annotated[int, Field(ge=0, description="Amount in minor units (fen, cents).")]
+Tier = Literal["none", "silver", "gold", "diamond", "vip"]
 
 
 # 1. Ad exposure
@@ -247,6 +249,7 @@ class LoyaltyPointsEarnedPayload(Payload):
     points: Annotated[int, Field(ge=1)]
     reason: ShortText
     source_event_id: UUID | None = None
+    balance_after: int | None = Field(None, description="The member's balance after this entry.")
 
 
 class LoyaltyPointsEarned(Touchpoint):
@@ -256,15 +259,84 @@ class LoyaltyPointsEarned(Touchpoint):
 
 
 class LoyaltyTierChangedPayload(Payload):
-    from_tier: Literal["none", "silver", "gold", "diamond", "vip"]
-    to_tier: Literal["none", "silver", "gold", "diamond", "vip"]
+    from_tier: Tier
+    to_tier: Tier
     reason: ShortText
+    balance_after: int | None = None
 
 
 class LoyaltyTierChanged(Touchpoint):
     type: Literal["loyalty.tier_changed"] = "loyalty.tier_changed"
     schema_version: Literal[1] = 1
     payload: LoyaltyTierChangedPayload
+
+
+# Booking changes
+class AppointmentCancelledPayload(Payload):
+    appointment_id: Slug
+    reason: ShortText = ""
+    late: bool = Field(False, description="Inside the store's cancellation window (a fee may apply).")
+
+
+class AppointmentCancelled(Touchpoint):
+    type: Literal["booking.cancelled"] = "booking.cancelled"
+    schema_version: Literal[1] = 1
+    payload: AppointmentCancelledPayload
+
+
+# Profile and consent, from any channel (app sign-up, POS registration, import)
+class PetProfile(Payload):
+    name: ShortText
+    species: Literal["dog", "cat", "rabbit", "bird", "other"] = "dog"
+    breed: ShortText | None = None
+    size: Literal["xs", "s", "m", "l", "xl"] | None = None
+    coat: Literal["short", "medium", "long", "double", "curly", "wire"] | None = None
+    birthday: date | None = None
+    vaccinations: dict[Slug, date] = Field(default_factory=dict, description="Vaccine -> date given.")
+
+
+class VehicleProfile(Payload):
+    plate: ShortText
+    make: ShortText | None = None
+    model: ShortText | None = None
+    colour: ShortText | None = None
+    vehicle_class: Literal["compact", "sedan", "suv", "van", "truck", "other"] | None = None
+
+
+class ProfileUpdatedPayload(Payload):
+    """Personal fields are encrypted by identity and never leave it: the resolved copy of this event
+    carries only which fields were given."""
+
+    name: ShortText | None = None
+    birth_date: date | None = None
+    gender: Literal["female", "male", "other"] | None = None
+    address: Text | None = None
+    verified: bool = Field(False, description="The customer proved these (e.g. SMS code, ID at the counter).")
+    pets: Annotated[tuple[PetProfile, ...], Field(max_length=20)] = ()
+    vehicles: Annotated[tuple[VehicleProfile, ...], Field(max_length=20)] = ()
+    given_fields: tuple[str, ...] = Field((), description="Set by identity on the redacted, resolved copy.")
+
+
+class ProfileUpdated(Touchpoint):
+    """The customer registered or corrected their profile: name, birth date, address, pets, vehicles."""
+
+    type: Literal["profile.updated"] = "profile.updated"
+    schema_version: Literal[1] = 1
+    payload: ProfileUpdatedPayload
+
+
+class ConsentChangedPayload(Payload):
+    purpose: Literal["marketing_sms", "marketing_wechat", "marketing_email", "analytics"]
+    granted: bool
+    evidence: ShortText | None = Field(None, description="Checkbox text version, unsubscribe keyword, …")
+
+
+class ConsentChanged(Touchpoint):
+    """A consent given or withdrawn at a channel (sign-up checkbox, SMS STOP, WeChat unsubscribe)."""
+
+    type: Literal["consent.changed"] = "consent.changed"
+    schema_version: Literal[1] = 1
+    payload: ConsentChangedPayload
 
 
 JOURNEY = (
@@ -274,4 +346,5 @@ JOURNEY = (
 )
 TOUCHPOINT_TYPES: tuple[type[Touchpoint], ...] = JOURNEY + (
     PurchaseCompleted, RefundIssued, ComplaintFiled, LoyaltyPointsEarned, LoyaltyTierChanged,
+    AppointmentCancelled, ProfileUpdated, ConsentChanged,
 )

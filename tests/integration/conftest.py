@@ -38,4 +38,4 @@ def other_tenant_headers():
 
 @pytest.fixture
 def read_only_headers():
-    return {"Authorization": f"Bearer {KeyVerifier('test-secret').issue('demo', Role.read)}"}
+    return {"Authorization": f"Bearer {KeyVerifier('test-secret').issue('demo', Role.marketing)}"}

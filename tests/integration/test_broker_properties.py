@@ -3,6 +3,8 @@ embedded tansu here, Apache Kafka under testcontainers): committed offsets survi
 restart, a group rebalances when a member leaves, and the fetch high watermark is right."""
 from __future__ import annotations
 
+import threading
+
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from shared.bus.producer import ensure_topics
@@ -70,19 +72,33 @@ def test_the_fetch_high_watermark_counts_every_record(kafka_bootstrap, topic_pre
 def test_partitions_move_to_the_remaining_member_when_one_leaves(kafka_bootstrap, topic_prefix):
     topic = _topic(kafka_bootstrap, f"{topic_prefix}rebalance", partitions=4)
     group = f"{topic_prefix}rb"
-    a, b = _consumer(kafka_bootstrap, topic, group), _consumer(kafka_bootstrap, topic, group)
+    # Each member polls in its own thread, as real consumers do: polled alternately from one thread,
+    # a member blocked in a rebalance keeps the other from rejoining and the group never settles.
+    a, b = _Member(kafka_bootstrap, topic, group), _Member(kafka_bootstrap, topic, group)
+    try:
+        wait_until(lambda: len(a.assigned) + len(b.assigned) == 4 and a.assigned and b.assigned, 60,
+                   message="both members assigned")
+        b.leave()
+        wait_until(lambda: len(a.assigned) == 4, 60, message="rebalance to the remaining member")
+    finally:
+        a.leave()
+        b.leave()
 
-    def both_assigned():
-        a.poll(timeout_ms=100)
-        b.poll(timeout_ms=100)
-        return len(a.assignment()) + len(b.assignment()) == 4 and a.assignment() and b.assignment()
 
-    wait_until(both_assigned, 60, message="both members assigned")
-    b.close()
+class _Member:
+    def __init__(self, kafka_bootstrap, topic, group):
+        self.assigned: set = set()
+        self._stop = threading.Event()
+        self._consumer = _consumer(kafka_bootstrap, topic, group)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
-    def a_has_all():
-        a.poll(timeout_ms=100)
-        return len(a.assignment()) == 4
+    def _run(self):
+        while not self._stop.is_set():
+            self._consumer.poll(timeout_ms=100)
+            self.assigned = set(self._consumer.assignment())
+        self._consumer.close()
 
-    wait_until(a_has_all, 60, message="rebalance to the remaining member")
-    a.close()
+    def leave(self):
+        self._stop.set()
+        self._thread.join(30)

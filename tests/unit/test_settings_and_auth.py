@@ -18,7 +18,15 @@ def test_production_refuses_to_start_with_the_default_secret(monkeypatch):
 def test_production_starts_with_a_real_secret(monkeypatch):
     monkeypatch.setenv("HUB_ENV", "production")
     monkeypatch.setenv("HUB_AUTH_SECRET", "a-long-random-secret")
+    monkeypatch.setenv("IDENTITY_PII_MASTER_KEY", "another-long-random-secret")
     assert IdentitySettings().auth_secret.get_secret_value() == "a-long-random-secret"
+
+
+def test_production_refuses_the_default_personal_data_key(monkeypatch):
+    monkeypatch.setenv("HUB_ENV", "production")
+    monkeypatch.setenv("HUB_AUTH_SECRET", "a-long-random-secret")
+    with pytest.raises(ValueError, match="IDENTITY_PII_MASTER_KEY"):
+        IdentitySettings()
 
 
 def test_ports_default_per_service_and_follow_their_prefixed_variable(monkeypatch):

@@ -1,0 +1,24 @@
+"""Feedback's use cases as plain functions."""
+from __future__ import annotations
+
+from services.feedback.settings import FeedbackSettings
+from shared.bus.consumer import Delivery
+from shared.bus.outbox import enqueue
+from shared.db import Database
+from shared.erasure import EraseStatement, erase_customers
+from shared.topics import ERASURE_CONFIRMATIONS
+
+SERVICE = "feedback"
+
+ERASE_STATEMENTS: tuple[EraseStatement, ...] = ()
+"""What feedback holds about a customer, deleted or anonymised on customer.erased. Nothing yet: the
+issues that add its tables (survey responses and complaint cases) add their statements here."""
+
+
+def apply_customer_changes(deliveries: list[Delivery], db: Database, settings: FeedbackSettings) -> None:
+    """Erase erased customers and confirm it, in one transaction (idempotent on event_id); merges and
+    splits are not followed yet (no customer data is held)."""
+    schema = settings.service_name
+    with db.transaction() as cur:
+        confirmations = erase_customers(cur, schema, SERVICE, [d.event for d in deliveries], ERASE_STATEMENTS)
+        enqueue(cur, schema, [(ERASURE_CONFIRMATIONS, str(c.customer_id), c) for c in confirmations])

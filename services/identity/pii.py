@@ -1,0 +1,90 @@
+"""Personal data at rest: keyed hashes for lookups, AES-GCM ciphertext under a per-customer key for
+display. Per-customer keys are wrapped with a master key derived from IDENTITY_PII_MASTER_KEY;
+erasure deletes a customer's wrapped key, so every ciphertext made with it (in Postgres, in backups
+of the data tables, in exports) can no longer be read."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+from collections import OrderedDict
+from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_NONCE = 12
+
+
+def _derive(master: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=SHA256(), length=32, salt=b"customer-hub", info=purpose).derive(master)
+
+
+class Vault:
+    def __init__(self, master_secret: str, cache_size: int = 50_000):
+        master = master_secret.encode()
+        self._wrap = AESGCM(_derive(master, b"wrap-customer-keys"))
+        self._token_key = _derive(master, b"identifier-tokens")
+        self._keys: OrderedDict[UUID, AESGCM] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def token(self, *parts: str) -> str:
+        """A stable keyed hash: equal inputs give equal tokens; without the key nobody can test a guess."""
+        return hmac.new(self._token_key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()[:40]
+
+    def new_key(self, key_id: UUID) -> bytes:
+        """A fresh data key for a customer; returns it wrapped (what the database stores)."""
+        raw = AESGCM.generate_key(bit_length=256)
+        self._remember(key_id, AESGCM(raw))
+        nonce = os.urandom(_NONCE)
+        return nonce + self._wrap.encrypt(nonce, raw, key_id.bytes)
+
+    def load_key(self, key_id: UUID, wrapped: bytes) -> None:
+        raw = self._wrap.decrypt(wrapped[:_NONCE], wrapped[_NONCE:], key_id.bytes)
+        self._remember(key_id, AESGCM(raw))
+
+    def has_key(self, key_id: UUID) -> bool:
+        with self._lock:
+            return key_id in self._keys
+
+    def forget(self, key_ids) -> None:
+        with self._lock:
+            for key_id in key_ids:
+                self._keys.pop(key_id, None)
+
+    def encrypt(self, key_id: UUID, plaintext: str) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + self._key(key_id).encrypt(nonce, plaintext.encode(), key_id.bytes)
+
+    def decrypt(self, key_id: UUID, blob: bytes) -> str:
+        blob = bytes(blob)
+        return self._key(key_id).decrypt(blob[:_NONCE], blob[_NONCE:], key_id.bytes).decode()
+
+    def _key(self, key_id: UUID) -> AESGCM:
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                raise KeyError(f"no data key {key_id} loaded (erased, or not loaded by the caller)")
+            self._keys.move_to_end(key_id)
+            return key
+
+    def _remember(self, key_id: UUID, key: AESGCM) -> None:
+        with self._lock:
+            self._keys[key_id] = key
+            while len(self._keys) > self._cache_size:
+                self._keys.popitem(last=False)
+
+
+def mask(kind: str, value: str) -> str:
+    """What a marketing key sees: enough to recognise, not enough to contact."""
+    if kind == "phone" and len(value) > 7:
+        return value[:-8] + "****" + value[-4:]
+    if kind == "email" and "@" in value:
+        local, _, domain = value.partition("@")
+        return local[:1] + "***@" + domain
+    if not value:
+        return value
+    return value[:1] + "*" * min(len(value) - 1, 8)

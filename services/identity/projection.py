@@ -1,0 +1,205 @@
+"""What the hub keeps from each resolved touchpoint for the customer 360: the timeline row, profile
+attributes (encrypted), pets and vehicles, consents and the facts other services announce (tier,
+points, appointments, NPS). Also the redacted copy of a touchpoint that leaves identity."""
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from uuid import UUID
+
+import orjson
+import psycopg2.extras
+
+from services.identity.domain import Classified
+from services.identity.pii import Vault
+from services.identity.store import token_of, upsert_facts
+from shared.events import Identifier, Touchpoint
+from shared.events.customers import CustomerConsentChanged, CustomerConsentChangedPayload
+from shared.events.touchpoints import ConsentChanged, ProfileUpdated
+
+PROFILE_FIELDS = ("name", "birth_date", "gender", "address")
+APPOINTMENT_STATUS = {"booking.created": "booked", "booking.cancelled": "cancelled",
+                      "reception.checked_in": "checked_in", "service.performed": "completed"}
+
+
+def redacted(item: Classified, vault: Vault, customer_id: UUID, trace) -> Touchpoint:
+    """The touchpoint as identity publishes it: identifier values replaced by keyed tokens and the
+    profile's personal fields dropped, so public topics hold no personal data after an erasure."""
+    event = item.event
+    identifiers = tuple(Identifier(type=k.type, scope=k.scope or None, value="tok:" + token_of(vault, k))
+                        for k in item.keys) or tuple(Identifier(type=r.type, value="rejected") for r in item.rejected)
+    update = {"identifiers": identifiers, "customer_id": customer_id, "trace": trace}
+    if isinstance(event, ProfileUpdated):
+        p = event.payload
+        given = tuple(f for f in PROFILE_FIELDS if getattr(p, f) is not None)
+        update["payload"] = p.model_copy(update={"name": None, "birth_date": None, "gender": None, "address": None,
+                                                 "vehicles": (), "given_fields": given})
+    return event.model_copy(update=update)
+
+
+def _summary(event: Touchpoint) -> dict:
+    if isinstance(event, ProfileUpdated):
+        p = event.payload
+        return {"given_fields": [f for f in PROFILE_FIELDS if getattr(p, f) is not None],
+                "pets": len(p.pets), "vehicles": len(p.vehicles)}
+    return event.payload.model_dump(mode="json", exclude_none=True)
+
+
+def record_timeline(cur, vault: Vault, items: list[Classified], customer_of: dict[UUID, UUID]) -> None:
+    psycopg2.extras.execute_values(
+        cur,
+        "insert into identity.resolved_events (tenant_id, event_id, customer_id, type, channel, store_id, "
+        "occurred_at, tokens, summary) values %s on conflict do nothing",
+        [(i.event.tenant_id, i.event.event_id, customer_of[i.event.event_id], i.event.type, i.event.channel.value,
+          i.event.store_id, i.event.occurred_at, [token_of(vault, k) for k in i.keys],
+          orjson.dumps(_summary(i.event)).decode()) for i in items],
+        page_size=1000,
+    )
+
+
+def record_profiles(cur, vault: Vault, items: list[Classified], customer_of: dict[UUID, UUID]) -> set[UUID]:
+    """Attributes and subjects from profile.updated events; returns the customers whose profile changed."""
+    attributes, changed = [], set()
+    for item in items:
+        event = item.event
+        if not isinstance(event, ProfileUpdated):
+            continue
+        cid = customer_of[event.event_id]
+        changed.add(cid)
+        source = "import" if event.source == "import" else event.channel.value
+        for name in PROFILE_FIELDS:
+            value = getattr(event.payload, name)
+            if value is not None:
+                attributes.append((event.tenant_id, cid, name, vault.encrypt(cid, str(value)), cid, source,
+                                   event.payload.verified, event.occurred_at, event.event_id))
+        for pet in event.payload.pets:
+            _upsert_subject(cur, event.tenant_id, cid, "pet", f"{pet.name.strip().lower()}|{pet.species}",
+                            pet.model_dump(mode="json", exclude_none=True), event.occurred_at)
+        for vehicle in event.payload.vehicles:
+            plate = "".join(vehicle.plate.split()).upper()
+            fields = vehicle.model_dump(mode="json", exclude_none=True, exclude={"plate"})
+            fields.update(plate_enc=base64.b64encode(vault.encrypt(cid, plate)).decode(), key_id=str(cid))
+            _upsert_subject(cur, event.tenant_id, cid, "vehicle", vault.token(event.tenant_id, "plate", plate),
+                            fields, event.occurred_at)
+    if attributes:
+        psycopg2.extras.execute_values(
+            cur,
+            "insert into identity.profile_attributes (tenant_id, customer_id, attribute, value_enc, key_id, source, "
+            "verified, observed_at, event_id) values %s on conflict do nothing", attributes, page_size=1000,
+        )
+    return changed
+
+
+def _upsert_subject(cur, tenant_id: str, cid: UUID, kind: str, key: str, attributes: dict, at: datetime) -> None:
+    """Newer observations win field by field; an older (late) event only fills fields still missing."""
+    cur.execute(
+        "insert into identity.subjects (tenant_id, customer_id, kind, subject_key, attributes, updated_at) "
+        "values (%s, %s, %s, %s, %s, %s) on conflict (customer_id, kind, subject_key) do update set "
+        "attributes = case when excluded.updated_at >= subjects.updated_at "
+        "  then subjects.attributes || excluded.attributes else excluded.attributes || subjects.attributes end, "
+        "updated_at = greatest(subjects.updated_at, excluded.updated_at)",
+        (tenant_id, cid, kind, key, orjson.dumps(attributes).decode(), at),
+    )
+
+
+def record_consents(cur, items: list[Classified], customer_of: dict[UUID, UUID], now: datetime) -> list:
+    """Consent touchpoints into the history; returns the customer.consent_changed events to publish."""
+    announced = []
+    for item in items:
+        event = item.event
+        if not isinstance(event, ConsentChanged):
+            continue
+        cid = customer_of[event.event_id]
+        changed = add_consent(cur, event.tenant_id, cid, event.payload.purpose, event.payload.granted,
+                              f"channel:{event.channel.value}", event.payload.evidence, event.occurred_at,
+                              event.event_id)
+        if changed:
+            announced.append(consent_event(event.tenant_id, cid, event.payload.purpose, event.payload.granted,
+                                           f"channel:{event.channel.value}", event.occurred_at, now))
+    return announced
+
+
+def add_consent(cur, tenant_id: str, customer_id: UUID, purpose: str, granted: bool, source: str,
+                evidence: str | None, effective_at: datetime, event_id: UUID | None) -> bool:
+    cur.execute(
+        "insert into identity.consents (consent_id, tenant_id, customer_id, purpose, granted, source, evidence, "
+        "effective_at, event_id) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict (event_id) do nothing",
+        (uuid.uuid4(), tenant_id, customer_id, purpose, granted, source, evidence, effective_at, event_id),
+    )
+    return cur.rowcount == 1
+
+
+def consent_event(tenant_id: str, customer_id: UUID, purpose: str, granted: bool, source: str,
+                  effective_at: datetime, now: datetime) -> CustomerConsentChanged:
+    return CustomerConsentChanged(
+        event_id=uuid.uuid4(), occurred_at=effective_at, recorded_at=now, tenant_id=tenant_id, source="identity",
+        customer_id=customer_id,
+        payload=CustomerConsentChangedPayload(purpose=purpose, granted=granted, source=source,
+                                              effective_at=effective_at),
+    )
+
+
+def record_facts(cur, items: list[Classified], customer_of: dict[UUID, UUID]) -> None:
+    """Tier, points, last NPS and appointments from other services' touchpoints, newest by event time."""
+    updates: dict[UUID, tuple[str, dict]] = {}
+    for item in items:
+        event, cid = item.event, customer_of[item.event.event_id]
+        at = event.occurred_at.isoformat()
+        facts = {}
+        payload = event.payload
+        if event.type == "loyalty.tier_changed":
+            facts["loyalty_tier"] = payload.to_tier
+        if event.type.startswith("loyalty.") and getattr(payload, "balance_after", None) is not None:
+            facts["points_balance"] = payload.balance_after
+        if event.type == "survey.answered" and payload.nps is not None:
+            facts["last_nps"] = {"nps": payload.nps, "csat": payload.csat, "store_id": event.store_id,
+                                 "staff_id": payload.staff_id, "answered_at": at}
+        if facts:
+            tenant, current = updates.get(cid, (event.tenant_id, {}))
+            for name, value in facts.items():
+                if name not in current or current[name]["at"] < at:
+                    current[name] = {"value": value, "at": at}
+            updates[cid] = (tenant, current)
+        status = APPOINTMENT_STATUS.get(event.type)
+        if status and getattr(payload, "appointment_id", None):
+            _record_appointment(cur, event, cid, status)
+    if not updates:
+        return
+    cur.execute("select customer_id, facts from identity.customer_facts where customer_id = any(%s) for update",
+                (list(updates),))
+    stored = dict(cur.fetchall())
+    for cid, (tenant, new) in updates.items():
+        merged = dict(stored.get(cid, {}))
+        for name, fact in new.items():
+            if name not in merged or merged[name]["at"] < fact["at"]:
+                merged[name] = fact
+        upsert_facts(cur, cid, tenant, merged)
+
+
+def set_fact(cur, tenant_id: str, customer_id: UUID, name: str, value, at: datetime) -> None:
+    cur.execute("select facts from identity.customer_facts where customer_id = %s for update", (customer_id,))
+    row = cur.fetchone()
+    facts = dict(row[0]) if row else {}
+    if name in facts and facts[name]["at"] >= at.isoformat():
+        return  # a late score never replaces a newer one
+    facts[name] = {"value": value, "at": at.isoformat()}
+    upsert_facts(cur, customer_id, tenant_id, facts)
+
+
+def _record_appointment(cur, event: Touchpoint, cid: UUID, status: str) -> None:
+    payload = event.payload
+    starts_at = getattr(payload, "starts_at", None)
+    service_id = getattr(payload, "service_id", None)
+    cur.execute(
+        "insert into identity.customer_appointments (tenant_id, appointment_id, customer_id, store_id, service_id, "
+        "starts_at, status, status_at) values (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "on conflict (tenant_id, appointment_id) do update set "
+        "starts_at = coalesce(excluded.starts_at, customer_appointments.starts_at), "
+        "service_id = coalesce(excluded.service_id, customer_appointments.service_id), "
+        "status = case when excluded.status_at >= customer_appointments.status_at then excluded.status "
+        "  else customer_appointments.status end, "
+        "status_at = greatest(excluded.status_at, customer_appointments.status_at)",
+        (event.tenant_id, payload.appointment_id, cid, event.store_id, service_id, starts_at, status,
+         event.occurred_at),
+    )

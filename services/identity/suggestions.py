@@ -1,0 +1,181 @@
+"""Match suggestions: profiles whose identifiers or attributes changed are queued; a worker finds
+candidates through blocking keys (never all pairs), scores them, and files pairs above the tenant's
+threshold for review — or merges them when the tenant enabled auto-merge and the score clears it.
+Also the deliberate merge used by an accepted suggestion."""
+from __future__ import annotations
+
+import logging
+import uuid
+from uuid import UUID
+
+import orjson
+
+from services.identity import matching, store
+from services.identity.domain import Merge
+from services.identity.pii import Vault
+from services.identity.errors import Conflict, NotFound
+from services.identity.privacy import active_customer
+from services.identity.settings import IdentitySettings
+from shared.bus.outbox import enqueue
+from shared.bus.worker import BackgroundWorker
+from shared.db import Database
+from shared.events import CustomerMerged, utcnow
+from shared.events.customers import CustomerMergedPayload
+from shared.topics import CUSTOMERS_CHANGES
+
+log = logging.getLogger(__name__)
+
+
+def profile_facts(cur, vault: Vault, customer_ids: list[UUID]) -> dict[UUID, matching.ProfileFacts]:
+    """What matching may compare, decrypted, for many profiles at once."""
+    fields: dict[UUID, dict[str, list]] = {c: {"names": [], "birth_dates": [], "addresses": [], "phones": [],
+                                               "emails": [], "weak_ids": []} for c in customer_ids}
+    rows = []
+    cur.execute("select customer_id, attribute, value_enc, key_id from identity.profile_attributes "
+                "where customer_id = any(%s) and attribute in ('name', 'birth_date', 'address')", (customer_ids,))
+    rows += [(c, {"name": "names", "birth_date": "birth_dates", "address": "addresses"}[a], v, k)
+             for c, a, v, k in cur.fetchall()]
+    cur.execute("select customer_id, id_type, value_enc, key_id from identity.identifiers "
+                "where customer_id = any(%s) and id_type in ('phone', 'email') and not junk", (customer_ids,))
+    rows += [(c, t + "s", v, k) for c, t, v, k in cur.fetchall()]
+    store.load_keys(cur, vault, {k for *_, k in rows})
+    for cid, field, value_enc, key_id in rows:
+        try:
+            value = vault.decrypt(key_id, value_enc)
+        except KeyError:
+            continue
+        if value not in fields[cid][field]:
+            fields[cid][field].append(value)
+    cur.execute("select customer_id, token from identity.weak_identifiers where customer_id = any(%s)", (customer_ids,))
+    for cid, token in cur.fetchall():
+        fields[cid]["weak_ids"].append(token)
+    return {cid: matching.ProfileFacts(**{k: tuple(v) for k, v in f.items()}) for cid, f in fields.items()}
+
+
+def process_queue(db: Database, vault: Vault, settings: IdentitySettings) -> int:
+    """Score the next batch of queued profiles; returns how many were taken off the queue."""
+    with db.transaction() as cur:
+        cur.execute("delete from identity.match_queue where customer_id in (select customer_id from "
+                    "identity.match_queue order by queued_at limit %s for update skip locked) "
+                    "returning customer_id, tenant_id", (settings.match_batch,))
+        queued = cur.fetchall()
+        if not queued:
+            return 0
+        cur.execute("select customer_id from identity.customers where customer_id = any(%s) and status = 'active'",
+                    ([c for c, _ in queued],))
+        active = {r[0] for r in cur.fetchall()}
+        tenants = {c: t for c, t in queued if c in active}
+        policies = store.tenant_policies(cur, set(tenants.values()), settings.default_region)
+        facts = profile_facts(cur, vault, list(tenants))
+        for cid, tenant in tenants.items():
+            _match_one(cur, vault, settings, policies[tenant], tenant, cid, facts[cid])
+        return len(queued)
+
+
+def _match_one(cur, vault: Vault, settings: IdentitySettings, policy, tenant: str, cid: UUID,
+               facts: matching.ProfileFacts) -> None:
+    tokens = sorted({vault.token(tenant, "block", k) for k in matching.blocking_keys(facts)})
+    store.replace_blocking_keys(cur, tenant, cid, tokens)
+    if not tokens:
+        return
+    cur.execute(
+        "with selective as (select token from identity.blocking_keys where tenant_id = %s and token = any(%s) "
+        " group by token having count(*) <= %s) "
+        "select distinct b.customer_id from identity.blocking_keys b join selective using (token) "
+        "join identity.customers c on c.customer_id = b.customer_id and c.status = 'active' "
+        "where b.tenant_id = %s and b.customer_id <> %s "
+        "and not exists (select 1 from identity.match_suggestions s where s.tenant_id = %s "
+        " and s.customer_a = least(b.customer_id, %s) and s.customer_b = greatest(b.customer_id, %s) "
+        " and s.status <> 'obsolete') "
+        "and not exists (select 1 from identity.merge_blocks m where m.tenant_id = %s "
+        " and m.customer_a = least(b.customer_id, %s) and m.customer_b = greatest(b.customer_id, %s))",
+        (tenant, tokens, settings.match_block_limit, tenant, cid, tenant, cid, cid, tenant, cid, cid),
+    )
+    candidates = [r[0] for r in cur.fetchall()]
+    if not candidates:
+        return
+    others = profile_facts(cur, vault, candidates)
+    for other, other_facts in others.items():
+        result = matching.score(facts, other_facts)
+        if result.score < policy.suggest_threshold:
+            continue
+        a, b = sorted((cid, other))
+        auto = policy.auto_merge_threshold is not None and result.score >= policy.auto_merge_threshold
+        suggestion = uuid.uuid4()
+        cur.execute(
+            "insert into identity.match_suggestions (suggestion_id, tenant_id, customer_a, customer_b, score, reasons) "
+            "values (%s, %s, %s, %s, %s, %s) on conflict (tenant_id, customer_a, customer_b) do update set "
+            "score = excluded.score, reasons = excluded.reasons, status = 'open', created_at = now() "
+            "where match_suggestions.status = 'obsolete' returning suggestion_id",
+            (suggestion, tenant, a, b, result.score, orjson.dumps({"reasons": result.reasons,
+                                                                   "fields": result.fields}).decode()),
+        )
+        row = cur.fetchone()
+        if row and auto:
+            merge_pair(cur, vault, tenant, a, b, rule="auto_match", decided_by="matcher",
+                       evidence=[{"score": result.score, "reasons": list(result.reasons)}])
+            cur.execute("update identity.match_suggestions set status = 'auto_merged', decided_at = now(), "
+                        "decided_by = 'matcher' where suggestion_id = %s", (row[0],))
+            return  # this profile is merged now; the survivor is re-queued and matched afresh
+
+
+def merge_pair(cur, vault: Vault, tenant: str, a: UUID, b: UUID, *, rule: str, decided_by: str,
+               evidence: list) -> UUID:
+    """Merge two profiles on a person's (or the tenant's auto-merge) decision; the oldest survives."""
+    a, b = active_customer(cur, tenant, a), active_customer(cur, tenant, b)
+    if a == b:
+        raise Conflict("these profiles are already one customer")
+    locked = store.lock_customers(cur, [a, b])
+    survivor, loser = sorted((a, b), key=lambda c: (locked[c][0], str(c)))
+    store.apply_merges(cur, [Merge(survivor, [loser], [], [])], {loser: survivor})
+    cur.execute("delete from identity.merge_blocks where tenant_id = %s and customer_a = %s and customer_b = %s",
+                (tenant, min(a, b), max(a, b)))
+    decision = store.record_decision(cur, tenant_id=tenant, kind="merge", rule=rule, customer_id=survivor,
+                                     others=[loser], evidence=evidence, event_ids=[], decided_by=decided_by)
+    now = utcnow()
+    enqueue(cur, store.SCHEMA, [(CUSTOMERS_CHANGES, str(survivor), CustomerMerged(
+        event_id=uuid.uuid4(), occurred_at=now, recorded_at=now, tenant_id=tenant, source="identity",
+        customer_id=survivor, payload=CustomerMergedPayload(merged_customer_ids=(loser,), rule=rule,
+                                                            decision_id=decision)))])
+    return survivor
+
+
+def decide(cur, vault: Vault, tenant: str, suggestion_id: UUID, accept: bool, decided_by: str) -> dict:
+    cur.execute("select customer_a, customer_b, status, score, reasons from identity.match_suggestions "
+                "where suggestion_id = %s and tenant_id = %s for update", (suggestion_id, tenant))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound("no such suggestion")
+    a, b, status, score, reasons = row
+    if status != "open":
+        raise Conflict(f"this suggestion is already {status}")
+    survivor = None
+    if accept:
+        survivor = merge_pair(cur, vault, tenant, a, b, rule="suggestion_accepted", decided_by=decided_by,
+                              evidence=[{"score": score, **reasons}])
+    cur.execute("update identity.match_suggestions set status = %s, decided_at = now(), decided_by = %s "
+                "where suggestion_id = %s", ("accepted" if accept else "rejected", decided_by, suggestion_id))
+    return {"suggestion_id": suggestion_id, "status": "accepted" if accept else "rejected",
+            "customer_id": survivor}
+
+
+def list_open(cur, tenant: str, limit: int, min_score: float) -> list[dict]:
+    cur.execute("select suggestion_id, customer_a, customer_b, score, reasons, created_at from identity.match_suggestions "
+                "where tenant_id = %s and status = 'open' and score >= %s order by score desc, created_at limit %s",
+                (tenant, min_score, limit))
+    return [{"suggestion_id": s, "customer_ids": [a, b], "score": round(score, 4), "reasons": r.get("reasons", []),
+             "fields": r.get("fields", {}), "created_at": at} for s, a, b, score, r, at in cur.fetchall()]
+
+
+class MatchWorker(BackgroundWorker):
+    """Keeps suggestions current as profiles arrive, not as a nightly batch."""
+
+    def __init__(self, db: Database, vault: Vault, settings: IdentitySettings):
+        super().__init__(name="identity-matcher")
+        self.db, self.vault, self.settings = db, vault, settings
+
+    def work(self) -> None:
+        while not self._stopping.is_set():
+            if process_queue(self.db, self.vault, self.settings) == 0:
+                self._stopping.wait(0.5)
+            self.last_error = None
