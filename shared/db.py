@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,18 +18,32 @@ psycopg2.extras.register_uuid()
 TRANSIENT_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
+class DatabaseBusy(RuntimeError):
+    """Every connection stayed in use for the whole wait: the caller should answer 503, not fail."""
+
+
 class Database:
     """Owns a connection pool; built by a composition root, never at import time."""
 
-    def __init__(self, dsn: str, *, minconn: int = 1, maxconn: int = 8, application_name: str = "hub"):
+    def __init__(self, dsn: str, *, minconn: int = 1, maxconn: int = 8, application_name: str = "hub",
+                 wait_s: float = 30):
         self.dsn = dsn
         self._pool = psycopg2.pool.ThreadedConnectionPool(
             minconn, maxconn, dsn, application_name=application_name, connect_timeout=5
         )
+        # psycopg2's pool raises when exhausted; more request threads than connections must queue instead.
+        self._slots = threading.BoundedSemaphore(maxconn)
+        self._wait_s = wait_s
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
-        conn = self._pool.getconn()
+        if not self._slots.acquire(timeout=self._wait_s):
+            raise DatabaseBusy(f"no database connection free within {self._wait_s:.0f}s")
+        try:
+            conn = self._pool.getconn()
+        except BaseException:
+            self._slots.release()
+            raise
         broken = False
         try:
             yield conn
@@ -40,6 +55,7 @@ class Database:
                 with contextlib.suppress(psycopg2.Error):
                     conn.rollback()  # never hand an open transaction back to the pool
             self._pool.putconn(conn, close=broken or conn.closed != 0)
+            self._slots.release()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.cursor]:

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
+from shared.db import DatabaseBusy
 from shared.telemetry import context_from_carrier, tracer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)  # Starlette's base: also unknown routes (404) and methods (405)
     async def _http(_: Request, exc: HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DatabaseBusy)
+    async def _busy(_: Request, exc: DatabaseBusy):
+        return problem(503, f"overloaded, retry shortly: {exc}", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):  # still a problem body, and logged with its trace

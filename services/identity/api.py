@@ -1,6 +1,7 @@
 """Identity's HTTP routes for ingestion and reads: thin translation between HTTP and the use cases."""
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -41,8 +42,17 @@ async def in_transaction(request: Request, use_case, *args, **kwargs):
         raise HTTPException(422, str(exc)) from None
 
 
-def tenant_policy(cur, request: Request, tenant_id: str):
-    return store.tenant_policies(cur, {tenant_id}, request.app.state.settings.default_region)[tenant_id]
+POLICY_TTL_S = 5.0  # a policy change reaches other replicas' reads within this
+
+
+def tenant_policy(cur, request: Request, tenant_id: str, fresh: bool = False):
+    cache = request.app.state.policy_cache
+    cached = cache.get(tenant_id)
+    if cached and not fresh and cached[0] > time.monotonic():
+        return cached[1]
+    policy = store.tenant_policies(cur, {tenant_id}, request.app.state.settings.default_region)[tenant_id]
+    cache[tenant_id] = (time.monotonic() + POLICY_TTL_S, policy)
+    return policy
 
 
 class IngestRequest(BaseModel):

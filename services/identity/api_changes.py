@@ -174,13 +174,13 @@ async def reject(suggestion_id: UUID, request: Request, caller: CallerOps):
 
 @policy_routes.get("", response_model=TenantPolicy, summary="This tenant's identity policy (defaults filled in)")
 async def get_policy(request: Request, caller: CallerOps):
-    return await in_transaction(request, tenant_policy, request, caller.tenant_id)
+    return await in_transaction(request, tenant_policy, request, caller.tenant_id, fresh=True)
 
 
 @policy_routes.put("", response_model=TenantPolicy, summary="Replace this tenant's identity policy")
 async def put_policy(body: TenantPolicy, request: Request, caller: CallerAdmin):
     def run(cur):
         store.save_policy(cur, caller.tenant_id, body)
-        return tenant_policy(cur, request, caller.tenant_id)
+        return tenant_policy(cur, request, caller.tenant_id, fresh=True)
 
     return await in_transaction(request, run)

@@ -24,4 +24,5 @@ def create_app(settings: IdentitySettings | None = None):
         migrations_dir=Path(__file__).parent / "migrations",
     )
     app.state.vault = vault
+    app.state.policy_cache = {}  # tenant -> (expires, TenantPolicy), see api.tenant_policy
     return app

@@ -42,25 +42,70 @@ def _masked(record: dict, kind: str) -> dict:
     return {**record, "value": mask(kind, record["value"])} if record.get("value") else record
 
 
+# One round trip for the whole view: the 360 is the hub's hottest read.
+_VIEW_SQL = """
+with target as (
+    select coalesce(merged_into, customer_id) as id from identity.customers where tenant_id = %(tenant)s
+    and customer_id = %(requested)s
+)
+select c.customer_id, c.status, c.created_at, c.household_id, c.erased_at,
+  (select json_agg(json_build_array(a.attribute, encode(a.value_enc, 'base64'), a.key_id, a.source, a.verified,
+          a.observed_at)) from identity.profile_attributes a where a.customer_id = c.customer_id),
+  (select json_agg(json_build_object('type', i.id_type, 'scope', nullif(i.id_scope, ''), 'enc',
+          encode(i.value_enc, 'base64'), 'key', i.key_id, 'strength', 'strong', 'shared', i.shared, 'junk', i.junk,
+          'first_seen_at', i.first_seen_at, 'last_seen_at', i.last_seen_at) order by i.first_seen_at, i.id_type)
+     from identity.identifiers i where i.customer_id = c.customer_id),
+  (select json_agg(json_build_object('type', w.id_type, 'scope', nullif(w.id_scope, ''), 'enc',
+          encode(w.value_enc, 'base64'), 'key', w.key_id, 'strength', 'weak', 'shared', false, 'junk', false,
+          'first_seen_at', w.seen_at, 'last_seen_at', w.seen_at) order by w.seen_at)
+     from identity.weak_identifiers w where w.customer_id = c.customer_id),
+  (select json_agg(r) from (select id_type as type, reason, max(seen_at) as last_seen_at
+     from identity.rejected_identifiers where customer_id = c.customer_id group by 1, 2 order by 3 desc limit 50) r),
+  (select json_agg(m.customer_id order by m.created_at) from identity.customers m where m.merged_into = c.customer_id),
+  (select json_agg(h.customer_id order by h.created_at) from identity.customers h
+     where h.household_id = c.household_id and h.status = 'active' and h.customer_id <> c.customer_id),
+  (select json_agg(json_build_array(s.kind, s.attributes, s.updated_at) order by s.updated_at desc)
+     from identity.subjects s where s.customer_id = c.customer_id),
+  (select json_object_agg(p.purpose, json_build_object('granted', p.granted, 'source', p.source,
+          'effective_at', p.effective_at)) from (select distinct on (purpose) purpose, granted, source, effective_at
+     from identity.consents where customer_id = c.customer_id
+     order by purpose, effective_at desc, recorded_at desc) p),
+  (select facts from identity.customer_facts f where f.customer_id = c.customer_id),
+  (select json_build_object('appointment_id', b.appointment_id, 'store_id', b.store_id, 'service_id',
+          b.service_id, 'starts_at', b.starts_at) from identity.customer_appointments b
+     where b.customer_id = c.customer_id and b.status = 'booked' and b.starts_at > now()
+     order by b.starts_at limit 1),
+  (select json_agg(json_build_array(channel, n, first_at, last_at)) from (select channel, count(*) as n,
+          min(occurred_at) as first_at, max(occurred_at) as last_at from identity.resolved_events
+     where customer_id = c.customer_id group by channel) t),
+  (select json_agg(json_build_array(k.key_id, encode(k.wrapped_key, 'base64'))) from identity.customer_keys k
+     where k.key_id in (select key_id from identity.identifiers where customer_id = c.customer_id
+       union select key_id from identity.weak_identifiers where customer_id = c.customer_id
+       union select key_id from identity.profile_attributes where customer_id = c.customer_id
+       union select c.customer_id))
+from target join identity.customers c on c.customer_id = target.id
+"""
+
+
 def customer_360(cur, vault: Vault, policy: TenantPolicy, tenant_id: str, requested: UUID,
                  masked: bool = False) -> dict | None:
-    found = store.canonical_id(cur, tenant_id, requested)
-    if found is None:
+    cur.execute(_VIEW_SQL, {"tenant": tenant_id, "requested": requested})
+    row = cur.fetchone()
+    if row is None:
         return None
-    customer_id, status = found
-    cur.execute("select created_at, household_id, erased_at from identity.customers where customer_id = %s",
-                (customer_id,))
-    created_at, household_id, erased_at = cur.fetchone()
+    (customer_id, status, created_at, _, erased_at, attributes, strong, weak, rejected, merged, members,
+     subjects, consents, facts, next_booking, channels, keys) = row
     if status == "erased":
         raise Gone(erased_at)
-    cur.execute("select key_id from identity.identifiers where customer_id = %s union "
-                "select key_id from identity.profile_attributes where customer_id = %s", (customer_id, customer_id))
-    store.load_keys(cur, vault, [r[0] for r in cur.fetchall()] + [customer_id])
+    for key_id, wrapped in keys or ():
+        if not vault.has_key(UUID(key_id)):
+            vault.load_key(UUID(key_id), base64.b64decode(wrapped))
 
-    cur.execute("select attribute, value_enc, key_id, source, verified, observed_at "
-                "from identity.profile_attributes where customer_id = %s", (customer_id,))
-    profile = golden_record(cur.fetchall(), policy, vault)
-    identifiers = _identifiers(cur, vault, customer_id)
+    profile = golden_record([(a, base64.b64decode(v), UUID(k), src, ver, datetime.fromisoformat(at))
+                             for a, v, k, src, ver, at in attributes or ()], policy, vault)
+    identifiers = [{**{k: v for k, v in i.items() if k not in ("enc", "key")},
+                    "value": _decrypt(vault, UUID(i["key"]), base64.b64decode(i["enc"]))}
+                   for i in (strong or []) + (weak or [])]
     for kind in ("phone", "email"):
         own = [i for i in identifiers if i["type"] == kind and not i["shared"] and i["value"]]
         if own:
@@ -70,76 +115,48 @@ def customer_360(cur, vault: Vault, policy: TenantPolicy, tenant_id: str, reques
     if masked:
         profile = {k: _masked(v, k) for k, v in profile.items()}
         identifiers = [{**i, "value": mask(i["type"], i["value"] or "")} for i in identifiers]
-
-    facts = _facts(cur, customer_id)
+    facts = _fact_values(facts or {})
+    pets = [_subject(vault, a, at, masked) for kind, a, at in subjects or () if kind == "pet"]
+    vehicles = [_subject(vault, a, at, masked) for kind, a, at in subjects or () if kind == "vehicle"]
     return {
         "customer_id": customer_id,
         "tenant_id": tenant_id,
         "status": status,
         "resolved_from": requested if requested != customer_id else None,
         "created_at": created_at,
-        "merged_ids": _merged_ids(cur, customer_id),
+        "merged_ids": merged or [],
         "profile": profile,
         "identifiers": identifiers,
-        "rejected_identifiers": _rejected(cur, customer_id),
-        "household": _household(cur, household_id, customer_id),
-        "pets": _subjects(cur, vault, customer_id, "pet"),
-        "vehicles": _subjects(cur, vault, customer_id, "vehicle", masked),
-        "consents": current_consents(cur, customer_id),
+        "rejected_identifiers": rejected or [],
+        "household": {"household_id": row[3], "members": members or []} if row[3] else None,
+        "pets": pets,
+        "vehicles": vehicles,
+        "consents": consents or {},
         "loyalty": {"tier": facts.get("loyalty_tier"), "points_balance": facts.get("points_balance")},
-        "next_booking": _next_booking(cur, customer_id),
+        "next_booking": next_booking,
         "last_nps": facts.get("last_nps"),
         "lifecycle": facts.get("lifecycle"),
         "churn_risk": facts.get("churn_risk"),
-        "touchpoints": _touchpoint_counts(cur, customer_id),
+        "touchpoints": {
+            "total": sum(n for _, n, _, _ in channels or ()),
+            "by_channel": {ch: n for ch, n, _, _ in channels or ()},
+            "first_at": min((f for _, _, f, _ in channels or ()), default=None),
+            "last_at": max((la for _, _, _, la in channels or ()), default=None),
+        },
     }
 
 
-def _identifiers(cur, vault: Vault, customer_id: UUID) -> list[dict]:
-    cur.execute("select id_type, id_scope, value_enc, key_id, shared, junk, first_seen_at, last_seen_at "
-                "from identity.identifiers where customer_id = %s order by first_seen_at, id_type", (customer_id,))
-    strong = [{"type": t, "scope": s or None, "value": _decrypt(vault, k, v), "strength": "strong", "shared": sh,
-               "junk": j, "first_seen_at": first, "last_seen_at": last}
-              for t, s, v, k, sh, j, first, last in cur.fetchall()]
-    cur.execute("select id_type, id_scope, value_enc, key_id, seen_at from identity.weak_identifiers "
-                "where customer_id = %s order by seen_at", (customer_id,))
-    weak = [{"type": t, "scope": s or None, "value": _decrypt(vault, k, v), "strength": "weak", "shared": False,
-             "junk": False, "first_seen_at": seen, "last_seen_at": seen} for t, s, v, k, seen in cur.fetchall()]
-    return strong + weak
+def _subject(vault: Vault, attributes: dict, updated_at: str, masked: bool) -> dict:
+    item = dict(attributes)
+    if "plate_enc" in item:
+        plate = _decrypt(vault, UUID(item.pop("key_id")), base64.b64decode(item.pop("plate_enc")))
+        item["plate"] = mask("plate", plate) if masked and plate else plate
+    return {**item, "updated_at": updated_at}
 
 
-def _rejected(cur, customer_id: UUID) -> list[dict]:
-    cur.execute("select id_type, reason, max(seen_at) from identity.rejected_identifiers where customer_id = %s "
-                "group by 1, 2 order by 3 desc limit 50", (customer_id,))
-    return [{"type": t, "reason": r, "last_seen_at": at} for t, r, at in cur.fetchall()]
-
-
-def _merged_ids(cur, customer_id: UUID) -> list[UUID]:
-    cur.execute("select customer_id from identity.customers where merged_into = %s order by created_at", (customer_id,))
-    return [r[0] for r in cur.fetchall()]
-
-
-def _household(cur, household_id: UUID | None, customer_id: UUID) -> dict | None:
-    if household_id is None:
-        return None
-    cur.execute("select customer_id from identity.customers where household_id = %s and status = 'active' "
-                "and customer_id <> %s order by created_at", (household_id, customer_id))
-    return {"household_id": household_id, "members": [r[0] for r in cur.fetchall()]}
-
-
-def _subjects(cur, vault: Vault, customer_id: UUID, kind: str, masked: bool = False) -> list[dict]:
-    cur.execute("select attributes, updated_at from identity.subjects where customer_id = %s and kind = %s "
-                "order by updated_at desc", (customer_id, kind))
-    out = []
-    for attributes, updated_at in cur.fetchall():
-        item = dict(attributes)
-        if "plate_enc" in item:
-            key_id = UUID(item.pop("key_id"))
-            store.load_keys(cur, vault, [key_id])
-            plate = _decrypt(vault, key_id, base64.b64decode(item.pop("plate_enc")))
-            item["plate"] = mask("plate", plate) if masked and plate else plate
-        out.append({**item, "updated_at": updated_at})
-    return out
+def _fact_values(facts: dict) -> dict:
+    return {name: {**fact["value"], "at": fact["at"]} if isinstance(fact["value"], dict) else fact["value"]
+            for name, fact in facts.items()}
 
 
 def current_consents(cur, customer_id: UUID) -> dict:
@@ -153,35 +170,6 @@ def consent_history(cur, customer_id: UUID) -> list[dict]:
                 "where customer_id = %s order by effective_at desc, recorded_at desc", (customer_id,))
     return [{"purpose": p, "granted": g, "source": s, "evidence": e, "effective_at": at, "recorded_at": rec}
             for p, g, s, e, at, rec in cur.fetchall()]
-
-
-def _facts(cur, customer_id: UUID) -> dict:
-    cur.execute("select facts from identity.customer_facts where customer_id = %s", (customer_id,))
-    row = cur.fetchone()
-    if not row:
-        return {}
-    return {name: {**fact["value"], "at": fact["at"]} if isinstance(fact["value"], dict) else fact["value"]
-            for name, fact in row[0].items()}
-
-
-def _next_booking(cur, customer_id: UUID) -> dict | None:
-    cur.execute("select appointment_id, store_id, service_id, starts_at from identity.customer_appointments "
-                "where customer_id = %s and status = 'booked' and starts_at > now() order by starts_at limit 1",
-                (customer_id,))
-    row = cur.fetchone()
-    return dict(zip(("appointment_id", "store_id", "service_id", "starts_at"), row)) if row else None
-
-
-def _touchpoint_counts(cur, customer_id: UUID) -> dict:
-    cur.execute("select channel, count(*), min(occurred_at), max(occurred_at) from identity.resolved_events "
-                "where customer_id = %s group by channel", (customer_id,))
-    rows = cur.fetchall()
-    return {
-        "total": sum(r[1] for r in rows),
-        "by_channel": {r[0]: r[1] for r in rows},
-        "first_at": min((r[2] for r in rows), default=None),
-        "last_at": max((r[3] for r in rows), default=None),
-    }
 
 
 def timeline(cur, tenant_id: str, requested: UUID, limit: int, before: tuple[datetime, UUID] | None) -> dict | None:

@@ -2,6 +2,7 @@
 Every function takes the caller's cursor: the caller owns the transaction."""
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -78,10 +79,16 @@ def already_resolved(cur, pairs: list[tuple[str, UUID]]) -> set[tuple[str, UUID]
     return {(t, e) for t, e in rows}
 
 
+# Identifier locks hash into this many advisory locks: a bulk batch then holds at most this many
+# entries of Postgres's shared lock table (64 x max_connections by default) instead of one per identifier.
+LOCK_BUCKETS = 2048
+_LOCK_BASE = int.from_bytes(hashlib.sha256(b"identity-identifier-locks").digest()[:5], "big") << 16
+
+
 def lock_tokens(cur, tokens) -> None:
     """Transaction-scoped advisory locks, always in the same order, so two consumers resolving events
     that share an identifier serialise instead of both creating a customer (and never deadlock)."""
-    ids = sorted({lock_id(t) for t in tokens})
+    ids = sorted({_LOCK_BASE + lock_id(t) % LOCK_BUCKETS for t in tokens})
     if ids:
         cur.execute("select count(pg_advisory_xact_lock(k)) from unnest(%s::bigint[]) as k", (ids,))
 
@@ -123,7 +130,7 @@ def lock_customers(cur, customer_ids) -> dict[UUID, tuple[datetime, UUID | None,
     if not customer_ids:
         return {}
     cur.execute("select customer_id, created_at, merged_into, status from identity.customers "
-                "where customer_id = any(%s) order by customer_id for update", (sorted(customer_ids),))
+                "where customer_id = any(%s) order by customer_id for no key update", (sorted(customer_ids),))
     return {cid: (created, merged, status) for cid, created, merged, status in cur.fetchall()}
 
 

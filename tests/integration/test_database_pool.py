@@ -1,0 +1,45 @@
+"""The connection pool queues callers instead of failing them, and says so when it cannot."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shared.db import Database, DatabaseBusy
+
+from .helpers import run_together
+
+
+def test_more_callers_than_connections_wait_their_turn(service_env):
+    db = Database(service_env["database_url"], maxconn=2)
+
+    def query():
+        with db.transaction() as cur:
+            cur.execute("select pg_sleep(0.05), 1")
+            return cur.fetchone()[1]
+
+    results, errors = run_together(*[query] * 12)
+    db.close()
+    assert not errors and results == [1] * 12
+
+
+def test_a_caller_that_waits_too_long_gets_a_busy_error_not_a_pool_crash(service_env):
+    db = Database(service_env["database_url"], maxconn=1, wait_s=0.2)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with db.transaction():
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    with pytest.raises(DatabaseBusy):
+        with db.transaction():
+            pass
+    release.set()
+    holder.join()
+    with db.transaction() as cur:  # the slot came back
+        cur.execute("select 1")
+    db.close()
