@@ -269,3 +269,34 @@ def test_timeline_pages_newest_first(identity):
                           headers=DEMO).json()
     ids = [i["event_id"] for i in first["items"] + second["items"]]
     assert ids == [d["event_id"] for d in docs] and second["next_before"] is None
+
+
+def test_lifecycle_and_churn_risk_from_insights_show_in_the_360_and_a_late_score_does_not_win(identity, service_env):
+    from shared.events.scores import (
+        ChurnRiskChangedPayload, CustomerChurnRiskChanged, CustomerLifecycleChanged, LifecycleChangedPayload,
+    )
+    from shared.topics import CUSTOMERS_SCORES
+
+    cid = resolved(identity, *send(identity, touchpoint_doc(phone="13912340012")))["customer_id"]
+    now = datetime.now(UTC)
+
+    def envelope(at):
+        return {"event_id": uuid.uuid4(), "occurred_at": at, "recorded_at": now, "tenant_id": "demo",
+                "source": "insights", "customer_id": cid}
+
+    producer = make_producer(service_env["kafka_bootstrap_servers"], client_id="test")
+    topic = service_env["topic_prefix"] + CUSTOMERS_SCORES.name
+    for event in (
+        CustomerLifecycleChanged(**envelope(now), payload=LifecycleChangedPayload(
+            from_stage="repeat", to_stage="at_risk", reason="overdue by 20 days vs 42-day groom interval")),
+        CustomerLifecycleChanged(**envelope(now - timedelta(days=3)), payload=LifecycleChangedPayload(
+            from_stage="purchase", to_stage="repeat", reason="second visit")),
+        CustomerChurnRiskChanged(**envelope(now), payload=ChurnRiskChangedPayload(
+            risk=0.72, band="high", reasons=("overdue", "detractor score"))),
+    ):
+        producer.send(topic, key=cid.encode(), value=encode(event)).get(timeout=10)
+    producer.close()
+    view = wait_until(lambda: (v := identity.get(f"/v1/customers/{cid}", headers=DEMO).json())["churn_risk"] and v,
+                      message="scores projected")
+    assert view["lifecycle"]["stage"] == "at_risk"
+    assert view["churn_risk"]["risk"] == 0.72 and view["churn_risk"]["reasons"] == ["overdue", "detractor score"]
