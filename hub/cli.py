@@ -1,17 +1,28 @@
 """`hub`: the one command line of the platform (the Makefile calls it)."""
 from __future__ import annotations
 
+import importlib
+
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from hub.embedded import database_url
+
 from shared.settings import SERVICE_PORTS
 
 app = typer.Typer(help="Customer data hub for multi-store service chains.", no_args_is_help=True)
 SERVICE_NAMES = tuple(SERVICE_PORTS)
 
+
+
+
+def _identity_tool(name: str):
+    """Identity's bulk tools, loaded by module path like `hub serve` loads services: the launcher
+    and CLI never import a service at module level."""
+    return getattr(importlib.import_module("services.identity.bulk_import"), name)
 
 @app.command()
 def run(
@@ -79,3 +90,54 @@ def docs(check: Annotated[bool, typer.Option(help="Fail if the files are stale i
         typer.echo("stale: " + ", ".join(stale), err=True)
         raise typer.Exit(1)
     typer.echo("up to date" if not stale else f"wrote {len(stale)} files")
+
+
+import_app = typer.Typer(help="Bulk imports from a legacy system: a CSV plus a YAML mapping (resumable).",
+                         no_args_is_help=True)
+identity_app = typer.Typer(help="Identity tools.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(identity_app, name="identity")
+
+MappingOption = Annotated[Path, typer.Option("--mapping", help="YAML mapping of the CSV's columns.", exists=True,
+                                             dir_okay=False)]
+TenantOption = Annotated[str, typer.Option(envvar="HUB_DEMO_TENANT", help="Tenant (chain) id.")]
+BatchOption = Annotated[int, typer.Option("--batch", min=1, max=20_000, help="Rows per transaction/checkpoint.")]
+HomeOption = Annotated[Path, typer.Option(envvar="HUB_HOME", help="Where `make run` keeps its state (embedded "
+                                                                  "Postgres) when DATABASE_URL is not set.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+WorkersOption = Annotated[int, typer.Option(min=1, max=64, help="Processes resolving batches in parallel.")]
+
+
+@import_app.command("customers")
+def import_customers(file: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
+                     mapping: MappingOption, tenant: TenantOption = "demo", batch: BatchOption = 2000,
+                     home: HomeOption = Path(".hub"), json: JsonOption = False, workers: WorkersOption = 1):
+    """Customers: one profile per row, merged with what the hub knows; bad rows go to FILE.rejects.csv."""
+    run_import_command = _identity_tool("run_import_command")
+
+    url, how, _server = database_url(home)  # _server keeps an embedded Postgres up for the command
+    raise typer.Exit(run_import_command("customers", file, mapping, tenant, batch, (url, how), json, workers))
+
+
+@import_app.command("touchpoints")
+def import_touchpoints(file: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
+                       mapping: MappingOption, tenant: TenantOption = "demo", batch: BatchOption = 2000,
+                       home: HomeOption = Path(".hub"), json: JsonOption = False,
+                       workers: WorkersOption = 1):
+    """Touchpoints of one type (e.g. a legacy POS's sales), resolved to customers like live ones."""
+    run_import_command = _identity_tool("run_import_command")
+
+    url, how, _server = database_url(home)
+    raise typer.Exit(run_import_command("touchpoints", file, mapping, tenant, batch, (url, how), json, workers))
+
+
+@identity_app.command("export-clusters")
+def export_clusters(out: Annotated[Path, typer.Argument(help="CSV to write: source_record,customer_id.")],
+                    tenant: TenantOption = "demo",
+                    source: Annotated[str | None, typer.Option(help="Only this source system's records.")] = None,
+                    home: HomeOption = Path(".hub")):
+    """Apply pending match suggestions (drains the match queue), then write each imported record's customer."""
+    run_export_command = _identity_tool("run_export_command")
+
+    url, how, _server = database_url(home)
+    raise typer.Exit(run_export_command(out, tenant, source, (url, how)))

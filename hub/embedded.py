@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from shared.process import die_with_parent
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -40,15 +42,7 @@ def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s}s")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM when the launcher dies, even by kill -9, so nothing is orphaned."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+_die_with_parent = die_with_parent
 
 
 def spawn(args: list[str], *, log_path: Path | None = None, env: dict | None = None,
@@ -116,3 +110,32 @@ def start_postgres(data_dir: Path):
 
         server = pgserver.get_server(data_dir, cleanup_mode="stop")
     return server, server.get_uri()
+
+
+def database_url(home: Path) -> tuple[str, str, object | None]:
+    """(DSN, where it came from, embedded server handle or None). DATABASE_URL when set, as every
+    service reads it. Otherwise the embedded Postgres `make run` keeps under HUB_HOME/postgres, attached
+    through pgserver exactly as the launcher does: a running `make run`'s server is shared (pgserver
+    counts handles per process, so neither side stops it under the other); if none runs, it is started
+    for this command and stopped after it, and `make run` later sees the imported data."""
+    if url := os.environ.get("DATABASE_URL"):
+        return url, "DATABASE_URL", None
+    pgdata = Path(home).resolve() / "postgres"
+    running = _embedded_running(pgdata)
+    server, url = start_postgres(pgdata)
+    how = "the running `make run` embedded Postgres" if running else "embedded Postgres started for this command"
+    return url, f"{how} ({pgdata})", server
+
+
+def _embedded_running(pgdata: Path) -> bool:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on headless machines
+        from pgserver.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (OSError, ValueError, AssertionError):
+        return False
+    return info is not None and info.is_running()

@@ -47,8 +47,12 @@ class Vault:
         self._remember(key_id, AESGCM(raw))
 
     def has_key(self, key_id: UUID) -> bool:
+        """Also marks the key recently used, so loading other keys next cannot evict it."""
         with self._lock:
-            return key_id in self._keys
+            if key_id in self._keys:
+                self._keys.move_to_end(key_id)
+                return True
+            return False
 
     def forget(self, key_ids) -> None:
         with self._lock:

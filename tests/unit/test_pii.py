@@ -56,3 +56,15 @@ def test_a_wrapped_key_cannot_be_unwrapped_with_another_master_key():
 ])
 def test_marketing_sees_values_masked(kind, value, masked):
     assert mask(kind, value) == masked
+
+
+def test_a_key_found_present_is_not_evicted_by_loading_the_missing_ones():
+    source = Vault("secret")
+    a, b, c, d = (uuid.uuid4() for _ in range(4))
+    wrapped = {k: source.new_key(k) for k in (a, b, c, d)}
+    vault = Vault("secret", cache_size=3)
+    for k in (a, b, c):
+        vault.load_key(k, wrapped[k])
+    assert vault.has_key(a)  # as store.load_keys checks before loading d
+    vault.load_key(d, wrapped[d])
+    assert vault.decrypt(a, source.encrypt(a, "x")) == "x"

@@ -1,0 +1,250 @@
+"""Identity benchmark against a real Postgres: a fresh database is created (and dropped at the end) on
+DATABASE_URL's server, or on the local one at postgresql://postgres@127.0.0.1:5432/postgres.
+
+  (c) import    N generated customer records from a CSV through the `hub import customers` code path
+                (services.identity.bulk_import.import_file: parsing, validation, record_ingested, resolve_events, checkpoints)
+  (a) lookups   identifier -> customer through services.identity.profiles.lookup (what GET
+                /v1/customers/lookup calls before it builds the 360), one transaction per lookup as the API
+                runs it, the tenant policy loaded once per process; P processes, each with its own connection
+  (b) merges    events that each carry the phone of one existing profile and the email of another, so every
+                event merges two persisted profiles, through resolve_events in batches of resolve_batch
+
+Prints the results and writes bench/identity.json. Usage:
+  python bench/identity.py [--records 1000000] [--workers 1] [--batch 2000] [--lookup-seconds 20]
+                           [--processes N] [--merges 20000] [--skip import|lookups|merges] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.identity import bulk_import as importer  # noqa: E402
+from services.identity import profiles, store  # noqa: E402
+from services.identity.pii import Vault  # noqa: E402
+from services.identity.resolution import resolve_events  # noqa: E402
+from services.identity.settings import IdentitySettings  # noqa: E402
+from shared.db import Database  # noqa: E402
+from shared.events import from_document  # noqa: E402
+
+LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TENANT = "bench"
+MAPPING = """
+source: legacy_crm
+record_key: cust_no
+identifiers:
+  - {type: phone, column: mobile}
+  - {type: email, column: email}
+attributes:
+  name: [given, surname]
+  birth_date: {column: dob, format: "%Y-%m-%d"}
+  gender: sex
+  address: [street, city]
+"""
+GIVEN = ["Li", "Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Hua", "Jun", "Mei", "Tao", "Ying", "Chao", "Xin"]
+SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun", "Ma", "Zhu"]
+CITIES = ["Shanghai", "Beijing", "Shenzhen", "Hangzhou", "Chengdu", "Nanjing", "Wuhan", "Suzhou"]
+
+
+def phone(i: int) -> str:
+    return f"139{i:08d}"
+
+
+def write_customers(path: Path, n: int, seed: int = 5) -> dict:
+    """n records: mostly distinct people; 4% repeat an earlier person's phone (joins it) and 1% carry one
+    earlier person's phone and another's email (merges two profiles), as legacy CRMs do."""
+    rnd = random.Random(seed)
+    kinds = {"new": 0, "repeat": 0, "bridge": 0}
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["cust_no", "given", "surname", "mobile", "email", "dob", "sex", "street", "city"])
+        for i in range(n):
+            r = rnd.random()
+            mobile, email = phone(i), f"user{i}@example.com"
+            if i > 100 and r < 0.04:
+                mobile, email, kind = phone(rnd.randrange(i)), "", "repeat"
+            elif i > 100 and r < 0.05:
+                mobile, email, kind = phone(rnd.randrange(i)), f"user{rnd.randrange(i)}@example.com", "bridge"
+            else:
+                kind = "new"
+            kinds[kind] += 1
+            w.writerow([f"R{i:08d}", rnd.choice(GIVEN), rnd.choice(SURNAMES), mobile, email,
+                        f"{rnd.randint(1950, 2005)}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}",
+                        rnd.choice("MF"), f"{rnd.randint(1, 999)} Road {rnd.randint(1, 300)}", rnd.choice(CITIES)])
+    return kinds
+
+
+def bench_import(db, settings, records: int, batch: int, workers: int, workdir: Path) -> dict:
+    csv_path = workdir / "customers.csv"
+    t = time.perf_counter()
+    kinds = write_customers(csv_path, records)
+    generated_s = time.perf_counter() - t
+    mapping_path = workdir / "customers.yaml"
+    mapping_path.write_text(MAPPING)
+    mapping = importer.load_mapping(mapping_path, "customers")
+    last = [time.perf_counter()]
+
+    def progress(p):
+        if time.perf_counter() - last[0] > 10:
+            last[0] = time.perf_counter()
+            print(f"  import: {p.rows_done:,} rows, {p.report.rows_per_s:,.0f} rows/s", flush=True)
+
+    t = time.perf_counter()
+    report = importer.import_file(db, settings, "customers", csv_path, mapping, tenant=TENANT,
+                                  batch_size=batch, workers=workers, on_progress=progress)
+    total_s = time.perf_counter() - t
+    return {"via": "services.identity.bulk_import.import_file (the `hub import customers` code path)", "records": records,
+            "batch_asked": batch, "batch_used": report.batch_size, "workers": workers, "row_kinds": kinds,
+            "csv_generation_s": round(generated_s, 1),
+            "total_s": round(total_s, 1), "records_per_s": round(records / total_s),
+            "imported": report.imported, "rejected": report.rejected,
+            "customers_created": report.customers_created, "profiles_merged": report.profiles_merged,
+            "projected_s_for_1m": round(1_000_000 / (records / total_s))}
+
+
+def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float) -> tuple[int, int, float]:
+    settings = IdentitySettings(database_url=dsn)
+    vault = Vault(secret)
+    conn = psycopg2.connect(dsn, application_name="bench-lookup")
+    with conn.cursor() as cur:
+        policy = store.tenant_policies(cur, {TENANT}, settings.default_region)[TENANT]
+    conn.commit()
+    done = found = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(200):
+            value = values[done % len(values)]
+            with conn.cursor() as cur:
+                customer = profiles.lookup(cur, vault, policy, TENANT, "phone", value, None)
+            conn.commit()
+            done += 1
+            found += customer is not None
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return done, found, elapsed
+
+
+def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float) -> dict:
+    rnd = random.Random(9)
+    secret = settings.pii_master_key.get_secret_value()
+    # 90% identifiers a customer holds, 10% unknown ones (a miss also checks the weak identifiers)
+    values = [phone(rnd.randrange(known)) if rnd.random() < 0.9 else phone(50_000_000 + rnd.randrange(10**7))
+              for _ in range(20_000)]
+    with ProcessPoolExecutor(processes) as pool:
+        parts = list(pool.map(_lookup_worker, [dsn] * processes, [secret] * processes,
+                              [values[i::processes] for i in range(processes)], [seconds] * processes))
+    done = sum(p[0] for p in parts)
+    elapsed = max(p[2] for p in parts)
+    return {"via": "services.identity.profiles.lookup, one transaction per lookup (as the API runs it)",
+            "processes": processes, "lookups": done, "hit_ratio": round(sum(p[1] for p in parts) / done, 3),
+            "seconds": round(elapsed, 1), "lookups_per_s": round(done / elapsed)}
+
+
+def _event(i: int, identifiers: list[dict], now: str):
+    return from_document({"event_id": str(uuid.uuid4()), "type": "store.visited", "occurred_at": now,
+                          "recorded_at": now, "tenant_id": TENANT, "source": "bench", "channel": "walk_in",
+                          "store_id": "bench-1", "identifiers": identifiers})
+
+
+def bench_merges(db, settings, vault, merges: int) -> dict:
+    now = datetime.now(UTC).isoformat()
+    base = 80_000_000
+    a = [_event(i, [{"type": "phone", "value": phone(base + i)}], now) for i in range(merges)]
+    b = [_event(i, [{"type": "email", "value": f"merge{i}@example.org"}], now) for i in range(merges)]
+    both = [_event(i, [{"type": "phone", "value": phone(base + i)},
+                       {"type": "email", "value": f"merge{i}@example.org"}], now) for i in range(merges)]
+    size = settings.resolve_batch
+    for events in (a, b):  # 2 x merges existing profiles, not timed
+        for i in range(0, merges, 2000):
+            with db.transaction() as cur:
+                resolve_events(cur, events[i:i + 2000], settings, vault)
+    done = 0
+    t = time.perf_counter()
+    for i in range(0, merges, size):
+        with db.transaction() as cur:
+            plan = resolve_events(cur, both[i:i + size], settings, vault)
+        done += sum(len(m.losers) for m in plan.merges)
+    elapsed = time.perf_counter() - t
+    return {"via": "services.identity.resolution.resolve_events, one transaction per batch",
+            "batch": size, "events": merges, "merges": done, "seconds": round(elapsed, 1),
+            "merges_per_s": round(done / elapsed)}
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=1, help="Import worker processes (hub import --workers).")
+    parser.add_argument("--lookup-seconds", type=float, default=20)
+    parser.add_argument("--merges", type=int, default=20_000)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="Lookup processes.")
+    parser.add_argument("--skip", choices=["import", "lookups", "merges"], action="append", default=[])
+    parser.add_argument("--keep", action="store_true", help="Keep the benchmark database.")
+    args = parser.parse_args()
+
+    admin_dsn = os.environ.get("DATABASE_URL") or LOCAL
+    name = f"hub_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(admin_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+        cur.execute("select version()")
+        pg_version = cur.fetchone()[0].split(" on ")[0]
+    dsn = make_dsn(**{**parse_dsn(admin_dsn), "dbname": name})
+    settings = IdentitySettings(database_url=dsn)
+    vault = Vault(settings.pii_master_key.get_secret_value())
+    db = Database(dsn, maxconn=4, application_name="bench-identity")
+    result = {"cpu_count": os.cpu_count(), "postgres": pg_version, "database": "DATABASE_URL's server"
+              if "DATABASE_URL" in os.environ else LOCAL,
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip(),
+              "targets": {"lookups_per_s": 20_000, "merges_per_s": 1_000, "import_1m_records_s": 120}}
+    try:
+        importer.ensure_schema(db)
+        with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+            if "import" not in args.skip:
+                print(f"(c) importing {args.records:,} customer records …", flush=True)
+                result["import"] = bench_import(db, settings, args.records, args.batch, args.workers,
+                                                Path(tmp))
+                print(json.dumps(result["import"], indent=2), flush=True)
+        if "lookups" not in args.skip:
+            known = args.records if "import" not in args.skip else 0
+            if not known:
+                print("(a) skipped: lookups need the imported customers", flush=True)
+            else:
+                print(f"(a) lookups for {args.lookup_seconds:g}s in {args.processes} processes …", flush=True)
+                result["lookups"] = bench_lookups(dsn, settings, known, args.processes, args.lookup_seconds)
+                print(json.dumps(result["lookups"], indent=2), flush=True)
+        if "merges" not in args.skip:
+            print(f"(b) {args.merges:,} merging events …", flush=True)
+            result["merges"] = bench_merges(db, settings, vault, args.merges)
+            print(json.dumps(result["merges"], indent=2), flush=True)
+    finally:
+        db.close()
+        if not args.keep:
+            with admin.cursor() as cur:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+    (ROOT / "bench" / "identity.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
