@@ -665,16 +665,25 @@ def _import(db: Database, settings: IdentitySettings, mapping: ImportMapping, re
             if on_progress:
                 on_progress(Progress(outcome.last_row, max(estimate, report.rows_total), report))
 
+        def account_all(outcomes) -> None:
+            """Every committed batch is counted even when Ctrl-C lands while counting the first of them."""
+            interrupted = False
+            for outcome in list(outcomes):
+                try:
+                    account(outcome)
+                except KeyboardInterrupt:
+                    interrupted = True
+            if interrupted:
+                raise KeyboardInterrupt
+
         committer = (_InProcess(_BatchWriter(db, settings, reader, report.run_id), rejects) if workers <= 1
                      else _Pool(workers, db, settings, reader, report.run_id, rejects, done_before))
         try:
             if on_progress:
                 on_progress(Progress(done_before, max(estimate, done_before), report))
             for batch in _batches(rows, header, reader, report, done_before, batch_size):
-                for outcome in committer.submit(batch):
-                    account(outcome)
-            for outcome in committer.finish():
-                account(outcome)
+                account_all(committer.submit(batch))
+            account_all(committer.finish())
             report.finished = True
             if report.imported:
                 analyze(db)
