@@ -89,3 +89,6 @@ CallerOps = Annotated[Principal, Depends(require(Role.ops))]
 CallerStaff = Annotated[Principal, Depends(require(Role.store_staff, Role.ops))]
 CallerConsent = Annotated[Principal, Depends(require(Role.ingest, Role.store_staff, Role.ops))]
 CallerAdmin = Annotated[Principal, Depends(require())]
+CallerBooking = Annotated[Principal, Depends(require(Role.ingest, Role.store_staff, Role.ops))]
+"""Channels (app, mini-program) and the counter: availability and appointments."""
+CallerAny = Annotated[Principal, Depends(require(*Role))]

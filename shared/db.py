@@ -26,10 +26,12 @@ class Database:
     """Owns a connection pool; built by a composition root, never at import time."""
 
     def __init__(self, dsn: str, *, minconn: int = 1, maxconn: int = 8, application_name: str = "hub",
-                 wait_s: float = 30):
+                 wait_s: float = 30, search_path: str | None = None):
         self.dsn = dsn
+        # A service's own schema first, so its SQL names its tables unqualified.
+        options = {"options": f"-c search_path={search_path},public"} if search_path else {}
         self._pool = psycopg2.pool.ThreadedConnectionPool(
-            minconn, maxconn, dsn, application_name=application_name, connect_timeout=5
+            minconn, maxconn, dsn, application_name=application_name, connect_timeout=5, **options
         )
         # psycopg2's pool raises when exhausted; more request threads than connections must queue instead.
         self._slots = threading.BoundedSemaphore(maxconn)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import context as otel_context
@@ -15,14 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
 from shared.db import DatabaseBusy
+from shared.errors import DomainError
 from shared.telemetry import context_from_carrier, tracer
 
 log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
 
-def problem(status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None) -> JSONResponse:
-    body = {
+def problem(status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None,
+            extra: dict | None = None) -> JSONResponse:
+    body = {**(extra or {}),
         "type": f"https://errors.customer-hub.dev/{status}",
         "title": HTTPStatus(status).phrase,
         "status": status,
@@ -50,6 +54,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)  # Starlette's base: also unknown routes (404) and methods (405)
     async def _http(_: Request, exc: HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError):
+        return problem(exc.status, exc.detail, extra=jsonable_encoder(exc.extra))
 
     @app.exception_handler(DatabaseBusy)
     async def _busy(_: Request, exc: DatabaseBusy):
@@ -123,3 +131,15 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+async def in_transaction(request: Request, use_case, *args, **kwargs):
+    """Run `use_case(cur, *args)` in one transaction on a worker thread (the DB driver blocks); domain
+    errors it raises become problem responses through the handlers above."""
+    db = request.app.state.db
+
+    def run():
+        with db.transaction() as cur:
+            return use_case(cur, *args, **kwargs)
+
+    return await run_in_threadpool(run)

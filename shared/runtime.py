@@ -59,7 +59,8 @@ class ServiceRuntime:
     workers: list[BackgroundWorker] = field(default_factory=list)
 
     def start_database(self) -> Database:
-        self.db = Database(self.settings.database_url, maxconn=16, application_name=self.settings.service_name)
+        self.db = Database(self.settings.database_url, maxconn=16, application_name=self.settings.service_name,
+                           search_path=self.schema)
         migrate(self.db, self.schema, [OUTBOX_MIGRATION] + sql_files(self.migrations_dir))
         return self.db
 

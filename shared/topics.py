@@ -48,9 +48,9 @@ TOUCHPOINTS_RESOLVED = TopicSpec(
     partitions=12,
     key="customer_id",
     producers=("identity",),
-    consumers=("insights",),
+    consumers=("insights", "booking"),
     why="Touchpoints carrying their canonical customer_id, keyed by it so one customer's events stay in "
-        "order for every downstream processor.",
+        "order for every downstream processor; booking learns from it whose appointment each booking is.",
     public=True,
 )
 

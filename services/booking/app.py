@@ -1,9 +1,11 @@
-"""Booking's composition root. The foundation gives it its schema, outbox and relay, health and
-readiness; its domain arrives with its own issue."""
+"""Booking's composition root: catalogue, availability, appointments and waitlist routes; the consumers
+that follow identity; the clock that expires holds and sends reminders and visit-due notices."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from services.booking import api_appointments, api_catalog
+from services.booking.clock import BookingClock
 from services.booking.consumers import consumer_specs
 from services.booking.settings import BookingSettings
 from shared.runtime import service_app
@@ -14,6 +16,8 @@ def create_app(settings: BookingSettings | None = None):
     return service_app(
         settings=settings, title="booking",
         description="Stores, staff, resources, services, availability, appointments, waitlist and reminders.",
+        routers=[*api_catalog.ROUTERS, *api_appointments.ROUTERS],
         consumers=lambda db: consumer_specs(db, settings),
+        workers=lambda db: [BookingClock(db, settings.clock_interval_s)],
         migrations_dir=Path(__file__).parent / "migrations",
     )

@@ -20,7 +20,10 @@ from shared.events.touchpoints import ConsentChanged, ProfileUpdated
 
 PROFILE_FIELDS = ("name", "birth_date", "gender", "address")
 APPOINTMENT_STATUS = {"booking.created": "booked", "booking.cancelled": "cancelled",
-                      "reception.checked_in": "checked_in", "service.performed": "completed"}
+                      "reception.checked_in": "checked_in", "service.performed": "completed",
+                      "booking.held": "held", "booking.confirmed": "booked", "booking.rescheduled": "booked",
+                      "booking.hold_expired": "expired", "booking.checked_in": "checked_in",
+                      "booking.completed": "completed", "booking.no_show": "no_show"}
 
 
 def redacted(item: Classified, vault: Vault, customer_id: UUID, trace) -> Touchpoint:
@@ -200,6 +203,6 @@ def _record_appointment(cur, event: Touchpoint, cid: UUID, status: str) -> None:
         "status = case when excluded.status_at >= customer_appointments.status_at then excluded.status "
         "  else customer_appointments.status end, "
         "status_at = greatest(excluded.status_at, customer_appointments.status_at)",
-        (event.tenant_id, payload.appointment_id, cid, event.store_id, service_id, starts_at, status,
+        (event.tenant_id, str(payload.appointment_id), cid, event.store_id, service_id, starts_at, status,
          event.occurred_at),
     )

@@ -5,6 +5,7 @@ Events are frozen: a consumer can never mutate what it received, only derive a n
 """
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
@@ -110,3 +111,10 @@ class Touchpoint(Event):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def raw_partition_key(event: Touchpoint) -> str:
+    """Key of a touchpoint on the raw topic: a hash of its first identifier, so one person's events keep
+    their order before resolution and no personal data sits in Kafka keys."""
+    first = event.identifiers[0]
+    return hashlib.sha256(f"{event.tenant_id}|{first.type}|{first.scope}|{first.value}".encode()).hexdigest()[:32]

@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import Field
 
 from shared.events.base import Payload, Slug, Touchpoint, UtcDatetime
+from shared.events.booking import BOOKING_TOUCHPOINT_TYPES
 
 Text = Annotated[str, Field(max_length=2000)]
 ShortText = Annotated[str, Field(max_length=200)]
@@ -271,19 +272,6 @@ class LoyaltyTierChanged(Touchpoint):
     payload: LoyaltyTierChangedPayload
 
 
-# Booking changes
-class AppointmentCancelledPayload(Payload):
-    appointment_id: Slug
-    reason: ShortText = ""
-    late: bool = Field(False, description="Inside the store's cancellation window (a fee may apply).")
-
-
-class AppointmentCancelled(Touchpoint):
-    type: Literal["booking.cancelled"] = "booking.cancelled"
-    schema_version: Literal[1] = 1
-    payload: AppointmentCancelledPayload
-
-
 # Profile and consent, from any channel (app sign-up, POS registration, import)
 class PetProfile(Payload):
     name: ShortText
@@ -346,5 +334,5 @@ JOURNEY = (
 )
 TOUCHPOINT_TYPES: tuple[type[Touchpoint], ...] = JOURNEY + (
     PurchaseCompleted, RefundIssued, ComplaintFiled, LoyaltyPointsEarned, LoyaltyTierChanged,
-    AppointmentCancelled, ProfileUpdated, ConsentChanged,
-)
+    ProfileUpdated, ConsentChanged,
+) + BOOKING_TOUCHPOINT_TYPES

@@ -33,3 +33,10 @@ def upcast_purchase_completed_v1_to_v2(doc: dict) -> dict:
         for item in payload.get("items", [])
     ]
     return {**doc, "payload": payload, "schema_version": 2}
+
+
+@upcaster("booking.cancelled", 1)
+def upcast_booking_cancelled_v1_to_v2(doc: dict) -> dict:
+    """v1 said only whether the cancellation was late; whether a fee is due was never decided, so none is."""
+    payload = {**(doc.get("payload") or {}), "fee_applies": False}
+    return {**doc, "payload": payload, "schema_version": 2}
