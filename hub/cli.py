@@ -53,8 +53,10 @@ def simulate(
     rate: Annotated[float, typer.Option(help="Touchpoints per second.")] = 20.0,
     duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until stopped).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the chain.")] = 7,
+    booking_url: Annotated[str | None, typer.Option(help="Base URL of the booking service: also set up its "
+                                                         "catalogue and book through it.")] = None,
 ):
-    """Post a simulated chain's touchpoints to the ingestion API."""
+    """Post a simulated chain's touchpoints to the ingestion API (and book through the booking API)."""
     from hub.simulate import run as run_simulation
 
     if not api_key:
@@ -64,7 +66,7 @@ def simulate(
         if not hasattr(result, "status_code") or result.status_code != 200:
             typer.echo(f"ingestion answered {getattr(result, 'status_code', result)}", err=True)
 
-    sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report)
+    sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report, booking_url=booking_url)
     typer.echo(f"accepted {sent} touchpoints")
 
 

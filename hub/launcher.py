@@ -194,7 +194,8 @@ def run(home: Path, simulate: bool, rate: float, ready_timeout_s: float = 90) ->
         if simulate:
             stack.children["simulator"] = spawn(
                 [sys.executable, "-m", "hub", "simulate", "--rate", str(rate),
-                 "--identity-url", stack.url("identity"), "--api-key", stack.demo_key],
+                 "--identity-url", stack.url("identity"), "--booking-url", stack.url("booking"),
+                 "--api-key", stack.demo_key],
                 env=stack.env, log_path=home / "logs" / "simulator.log")
             console.print(f"Simulated chain: ~{rate:g} touchpoints/s (log: {home / 'logs' / 'simulator.log'})")
         while not stopping:

@@ -238,12 +238,21 @@ def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: fl
 
 
 def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, seed: int,
-        on_batch=None) -> int:
-    """Post events at about `rate` per second until `duration_s` (forever when None)."""
+        on_batch=None, booking_url: str | None = None) -> int:
+    """Post events at about `rate` per second until `duration_s` (forever when None); with `booking_url`,
+    also set up the booking catalogue and run the front desk (about two booking actions per second)."""
+    from hub.simulate_booking import FrontDesk, seed_catalogue
+
     chain = Chain(random.Random(seed))
     sent = 0
     started = time.monotonic()
-    with httpx.Client(base_url=identity_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    with httpx.Client(base_url=identity_url, headers=headers, timeout=30) as client, \
+            httpx.Client(base_url=booking_url or identity_url, headers=headers, timeout=30) as desk_client:
+        desk = None
+        if booking_url:
+            seed_catalogue(desk_client)
+            desk = FrontDesk(desk_client, chain, random.Random(seed + 1))
         while duration_s is None or time.monotonic() - started < duration_s:
             tick = time.monotonic()
             batch: list[dict] = []
@@ -255,6 +264,8 @@ def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, 
                     sent += response.json()["accepted"]
                 if on_batch:
                     on_batch(response, sent)
+                if desk:
+                    desk.step()
             except httpx.HTTPError as exc:
                 if on_batch:
                     on_batch(exc, sent)

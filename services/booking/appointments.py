@@ -93,6 +93,7 @@ def load_book(cur, ctx: Context, day: date, now: datetime, exclude: UUID | None 
     window = (start - timedelta(days=1), end + timedelta(days=1))
     staff_ids = [s.staff_id for s in ctx.staff]
     live = ("status = any(%(live)s) and not (status = 'held' and hold_expires_at <= %(now)s) "
+            "and starts_at >= %(a)s - interval '1 day' and starts_at < %(b)s "  # index range; buffers < 1 day
             "and occupied && tstzrange(%(a)s, %(b)s) and appointment_id is distinct from %(exclude)s")
     params = {"tenant": ctx.tenant_id, "staff": staff_ids, "live": list(LIVE), "now": now, "a": window[0],
               "b": window[1], "exclude": exclude, "store": ctx.store.store_id, "kind": ctx.service.resource_kind}
@@ -102,7 +103,8 @@ def load_book(cur, ctx: Context, day: date, now: datetime, exclude: UUID | None 
     for staff_id, a, b in cur.fetchall():
         book.staff_busy.setdefault(staff_id, []).append((a, b))
     cur.execute("select staff_id, lower(during), upper(during) from staff_time_off where tenant_id = %(tenant)s "
-                "and staff_id = any(%(staff)s) and during && tstzrange(%(a)s, %(b)s)", params)
+                "and staff_id = any(%(staff)s) and upper(during) > %(a)s and during && tstzrange(%(a)s, %(b)s)",
+                params)
     for staff_id, a, b in cur.fetchall():
         book.staff_off.setdefault(staff_id, []).append((a, b))
     if ctx.service.resource_kind:
@@ -256,19 +258,25 @@ def day_sheet(cur, tenant_id: str, store_id: str, day: date, staff_id: str | Non
     return [view(get(cur, tenant_id, appointment_id)) for (appointment_id,) in cur.fetchall()]
 
 
+STAFF_KEY = "(select staff_key from staff where tenant_id = %s and staff_id = %s)"
+RESOURCE_KEY = "(select resource_key from resources where tenant_id = %s and resource_id = %s)"
+
+
 def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, *, status: str, channel: str,
            hold_expires_at: datetime | None, notes: str | None = None, offer_id: UUID | None = None,
            completed: dict | None = None) -> UUID:
     appointment_id = uuid.uuid4()
     done = completed or {}
     cur.execute(
-        "insert into appointments (tenant_id, appointment_id, store_id, service_id, staff_id, resource_id, "
-        "resource_unit, status, starts_at, ends_at, occupied, hold_expires_at, channel, customer_id, identifiers, "
-        "subject, subject_key, price_minor, currency, notes, waitlist_offer_id, amount_minor, services_performed, "
-        "performed_by) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, tstzrange(%s, %s), %s, %s, %s, %s, %s, %s, "
+        "insert into appointments (tenant_id, appointment_id, store_id, service_id, staff_id, staff_key, resource_id, "
+        "resource_key, resource_unit, status, starts_at, ends_at, occupied, hold_expires_at, channel, customer_id, "
+        "identifiers, subject, subject_key, price_minor, currency, notes, waitlist_offer_id, amount_minor, "
+        "services_performed, performed_by) values (%s, %s, %s, %s, %s, "
+        f"{STAFF_KEY}, %s, {RESOURCE_KEY}, %s, %s, %s, %s, tstzrange(%s, %s), %s, %s, %s, %s, %s, %s, "
         "%s, %s, %s, %s, %s, %s, %s)",
-        (tenant_id, appointment_id, ctx.store.store_id, ctx.service.service_id, p.staff_id, p.resource_id,
-         p.resource_unit, status, p.starts_at, p.ends_at, p.occupied[0], p.occupied[1], hold_expires_at, channel,
+        (tenant_id, appointment_id, ctx.store.store_id, ctx.service.service_id, p.staff_id, tenant_id, p.staff_id,
+         p.resource_id, tenant_id, p.resource_id, p.resource_unit, status, p.starts_at, p.ends_at, p.occupied[0],
+         p.occupied[1], hold_expires_at, channel,
          customer.customer_id, orjson.dumps([i.model_dump(exclude_none=True) for i in customer.identifiers]).decode(),
          customer.subject.model_dump_json(exclude_none=True) if customer.subject else None,
          customer.subject_key(tenant_id), ctx.service.price(customer.rule_subject()), ctx.service.currency, notes,

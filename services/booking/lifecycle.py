@@ -78,9 +78,11 @@ def reschedule(cur, tenant_id: str, appointment_id: UUID, start: datetime, now: 
 
     def write(p: Placement):
         cur.execute("update appointments set starts_at = %s, ends_at = %s, occupied = tstzrange(%s, %s), "
-                    "staff_id = %s, resource_id = %s, resource_unit = %s, updated_at = %s where appointment_id = %s",
-                    (p.starts_at, p.ends_at, p.occupied[0], p.occupied[1], p.staff_id, p.resource_id,
-                     p.resource_unit, now, appointment_id))
+                    f"staff_id = %s, staff_key = {appts.STAFF_KEY}, resource_id = %s, "
+                    f"resource_key = {appts.RESOURCE_KEY}, resource_unit = %s, updated_at = %s "
+                    "where appointment_id = %s",
+                    (p.starts_at, p.ends_at, p.occupied[0], p.occupied[1], p.staff_id, tenant_id, p.staff_id,
+                     p.resource_id, tenant_id, p.resource_id, p.resource_unit, now, appointment_id))
 
     appts.claim(cur, ctx, req, start, write, now, exclude=appointment_id)
     row = appts.get(cur, tenant_id, appointment_id)

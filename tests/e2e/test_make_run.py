@@ -114,6 +114,17 @@ def test_the_simulated_chain_reaches_clickhouse(stack):
     assert body["customers"] > 5
 
 
+def test_the_front_desk_books_through_the_booking_service_and_its_touchpoints_reach_clickhouse(stack):
+    def booked():
+        by_type = httpx.get(stack.url("insights") + "/v1/touchpoints/summary", headers=stack.headers).json()["by_type"]
+        return by_type if by_type.get("booking.confirmed") else None
+
+    by_type = wait_for(booked, 90)
+    assert by_type, "no booking.confirmed touchpoint reached ClickHouse"
+    stores = httpx.get(stack.url("booking") + "/v1/stores", headers=stack.headers).json()
+    assert {s["timezone"] for s in stores} >= {"Asia/Shanghai", "Australia/Sydney"}
+
+
 def test_a_touchpoint_posted_by_hand_is_readable_from_insights_with_its_customer(stack):
     event_id = str(uuid.uuid4())
     event = {"event_id": event_id, "type": "consultation.held", "occurred_at": datetime.now(UTC).isoformat(),

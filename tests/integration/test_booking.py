@@ -65,8 +65,8 @@ def test_the_database_itself_refuses_an_overlapping_appointment_for_a_staff_memb
     held = ok(hold(booking, local_day("Asia/Shanghai"), "10:00"), 201)
     with pytest.raises(psycopg2.errors.ExclusionViolation), db(booking).transaction() as cur:
         cur.execute("insert into booking.appointments (tenant_id, appointment_id, store_id, service_id, staff_id, "
-                    "status, starts_at, ends_at, occupied, channel, identifiers, price_minor, currency) "
-                    "select tenant_id, gen_random_uuid(), store_id, service_id, staff_id, 'confirmed', "
+                    "staff_key, status, starts_at, ends_at, occupied, channel, identifiers, price_minor, currency) "
+                    "select tenant_id, gen_random_uuid(), store_id, service_id, staff_id, staff_key, 'confirmed', "
                     "starts_at + interval '30 minutes', ends_at + interval '30 minutes', "
                     "tstzrange(starts_at + interval '30 minutes', ends_at + interval '30 minutes'), channel, "
                     "identifiers, price_minor, currency from booking.appointments where appointment_id = %s",

@@ -1,7 +1,6 @@
 -- Booking: the catalogue (stores, staff, resources, services), appointments, waitlist and the clock's
 -- due work (reminders, visit-due notices). All instants are timestamptz (UTC); wall-clock rules
 -- (opening hours, schedules) are local `time`s interpreted in the store's IANA zone.
-create extension if not exists btree_gist with schema public;
 
 create table stores (
     tenant_id   text not null,
@@ -19,6 +18,7 @@ create table stores (
 create table staff (
     tenant_id  text not null,
     staff_id   text not null,
+    staff_key  bigint generated always as identity unique,  -- the staff member's lane in the exclusion constraint
     name       text not null,
     skills     text[] not null default '{}',
     active     boolean not null default true,
@@ -36,11 +36,12 @@ create table staff_time_off (
     reason      text not null default '',
     foreign key (tenant_id, staff_id) references staff on delete cascade
 );
-create index staff_time_off_by_staff on staff_time_off using gist (tenant_id, staff_id, during);
+create index staff_time_off_by_staff on staff_time_off (tenant_id, staff_id, upper(during));
 
 create table resources (
     tenant_id   text not null,
     resource_id text not null,
+    resource_key bigint generated always as identity unique,
     store_id    text not null,
     kind        text not null,
     name        text not null,
@@ -75,13 +76,21 @@ create table services (
 -- exclusion constraints below make two live appointments of one staff member, or of one unit of a
 -- resource, overlapping in time impossible, whatever the application does. A resource of capacity N
 -- has units 1..N; each appointment takes one.
+--
+-- The constraints compare time ranges laid out in lanes: each staff member (and resource unit) owns the
+-- numeric range [key * 1e10, key * 1e10 + 1e10) and an appointment's lane range is its occupied time in
+-- epoch seconds inside it. Two lane ranges overlap exactly when the staff member (or unit) is the same and
+-- the times overlap, so one built-in GiST range constraint does what `staff_id with =, occupied with &&`
+-- would, without the btree_gist extension (missing from the embedded Postgres).
 create table appointments (
     tenant_id       text not null,
     appointment_id  uuid primary key,
     store_id        text not null,
     service_id      text not null,
     staff_id        text not null,
+    staff_key       bigint not null,
     resource_id     text,
+    resource_key    bigint,
     resource_unit   int,
     status          text not null check (status in ('held', 'confirmed', 'checked_in', 'completed', 'cancelled',
                                                     'no_show', 'expired')),
@@ -106,16 +115,27 @@ create table appointments (
     waitlist_offer_id uuid,
     created_at      timestamptz not null default now(),
     updated_at      timestamptz not null default now(),
+    staff_lane      numrange generated always as (numrange(
+        staff_key * 10000000000 + extract(epoch from lower(occupied) - '1970-01-01 00:00:00+00'::timestamptz),
+        staff_key * 10000000000 + extract(epoch from upper(occupied) - '1970-01-01 00:00:00+00'::timestamptz))) stored,
+    resource_lane   numrange generated always as (numrange(
+        (resource_key * 1000 + resource_unit) * 10000000000
+            + extract(epoch from lower(occupied) - '1970-01-01 00:00:00+00'::timestamptz),
+        (resource_key * 1000 + resource_unit) * 10000000000
+            + extract(epoch from upper(occupied) - '1970-01-01 00:00:00+00'::timestamptz))) stored,
     check (ends_at > starts_at),
-    check ((resource_id is null) = (resource_unit is null)),
-    constraint staff_never_double_booked exclude using gist (
-        tenant_id with =, staff_id with =, occupied with &&
-    ) where (status in ('held', 'confirmed', 'checked_in', 'completed')),
-    constraint resource_unit_never_double_booked exclude using gist (
-        tenant_id with =, resource_id with =, resource_unit with =, occupied with &&
-    ) where (status in ('held', 'confirmed', 'checked_in', 'completed') and resource_id is not null)
+    check (lower(occupied) >= '1970-01-02 00:00:00+00' and upper(occupied) < '2286-01-01 00:00:00+00'),
+    check ((resource_id is null) = (resource_unit is null) and (resource_id is null) = (resource_key is null)),
+    check (resource_unit between 1 and 999),
+    constraint staff_never_double_booked exclude using gist (staff_lane with &&)
+        where (status in ('held', 'confirmed', 'checked_in', 'completed')),
+    constraint resource_unit_never_double_booked exclude using gist (resource_lane with &&)
+        where (status in ('held', 'confirmed', 'checked_in', 'completed') and resource_id is not null)
 );
-create index appointments_by_store_time on appointments using gist (tenant_id, store_id, occupied);
+create index appointments_by_store_time on appointments (tenant_id, store_id, starts_at);
+create index appointments_by_staff_time on appointments (tenant_id, staff_id, starts_at);
+create index appointments_by_resource_time on appointments (tenant_id, resource_id, starts_at)
+    where resource_id is not null;
 create index appointments_by_customer on appointments (tenant_id, customer_id) where customer_id is not null;
 create index appointments_by_subject on appointments (tenant_id, subject_key, starts_at) where subject_key is not null;
 create index appointments_holds on appointments (hold_expires_at) where status = 'held';
