@@ -61,7 +61,7 @@ def _no_overlap(intervals: list[ClockInterval], what: str) -> None:
 def offset_parts(offset: str) -> tuple[int, int]:
     """(calendar days, elapsed minutes) of a reminder offset: P1D, PT2H, PT30M, PT1H30M."""
     m = OFFSET.match(offset)
-    if not m or not any(m.groupdict().values()):
+    if not m or not any(int(v) for v in m.groupdict().values() if v):
         raise ValueError(f"reminder offset {offset!r} must be P<n>D (same local time n days before) or "
                          "PT<h>H<m>M (elapsed time before)")
     return int(m["days"] or 0), int(m["hours"] or 0) * 60 + int(m["minutes"] or 0)

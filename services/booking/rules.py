@@ -36,8 +36,9 @@ class Store:
     def open_intervals(self, day: date) -> list[Interval]:
         if day in self.holidays:
             return []
-        return [(boundary(day, start, self.tz, later=False), boundary(day, end, self.tz, later=True))
-                for start, end in self.opening_hours.get(day.weekday(), ())]
+        # merged: adjacent intervals are one opening, and boundaries inside a repeated hour may overlap
+        return merge([(boundary(day, start, self.tz, later=False), boundary(day, end, self.tz, later=True))
+                      for start, end in self.opening_hours.get(day.weekday(), ())])
 
 
 @dataclass(frozen=True)
