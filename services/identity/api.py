@@ -23,12 +23,34 @@ customers = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 async def in_transaction(request: Request, use_case, *args, **kwargs):
     """Run a use case in one transaction on a worker thread, translating domain errors to HTTP."""
-    state = request.app.state
+    db = request.app.state.db
 
     def run():
-        with state.db.transaction() as cur:
+        with db.transaction() as cur:
             return use_case(cur, *args, **kwargs)
 
+    return await _translated(run)
+
+
+async def in_autocommit(request: Request, use_case, *args, **kwargs):
+    """Like in_transaction, for a use case of one statement: with the connection in autocommit that
+    statement is its own transaction, without the BEGIN and COMMIT round trips around it."""
+    db = request.app.state.db
+
+    def run():
+        with db.connection() as conn:
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cur:
+                    return use_case(cur, *args, **kwargs)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+
+    return await _translated(run)
+
+
+async def _translated(run):
     try:
         return await run_in_threadpool(run)
     except NotFound as exc:
@@ -45,11 +67,16 @@ async def in_transaction(request: Request, use_case, *args, **kwargs):
 POLICY_TTL_S = 5.0  # a policy change reaches other replicas' reads within this
 
 
+def cached_policy(request: Request, tenant_id: str):
+    cached = request.app.state.policy_cache.get(tenant_id)
+    return cached[1] if cached and cached[0] > time.monotonic() else None
+
+
 def tenant_policy(cur, request: Request, tenant_id: str, fresh: bool = False):
     cache = request.app.state.policy_cache
-    cached = cache.get(tenant_id)
-    if cached and not fresh and cached[0] > time.monotonic():
-        return cached[1]
+    cached = None if fresh else cached_policy(request, tenant_id)
+    if cached:
+        return cached
     policy = store.tenant_policies(cur, {tenant_id}, request.app.state.settings.default_region)[tenant_id]
     cache[tenant_id] = (time.monotonic() + POLICY_TTL_S, policy)
     return policy
@@ -151,7 +178,12 @@ async def lookup(
         policy = tenant_policy(cur, request, caller.tenant_id)
         return profiles.lookup(cur, request.app.state.vault, policy, caller.tenant_id, type, value, scope)
 
-    customer_id = await in_transaction(request, find)
+    policy = cached_policy(request, caller.tenant_id)
+    if policy is not None:  # the usual case: the lookup is the one statement
+        customer_id = await in_autocommit(request, profiles.lookup, request.app.state.vault, policy,
+                                          caller.tenant_id, type, value, scope)
+    else:  # loading the policy may register the tenant: that and the lookup commit together
+        customer_id = await in_transaction(request, find)
     if customer_id is None:
         raise HTTPException(404, "no customer holds this identifier")
     return await _customer(request, caller, customer_id)

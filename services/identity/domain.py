@@ -12,6 +12,7 @@ from uuid import UUID
 
 import phonenumbers
 
+from services.identity import phones
 from services.identity.policy import TenantPolicy
 from shared.events import Identifier, IdentifierType, Touchpoint
 
@@ -45,7 +46,7 @@ def normalise(identifier: Identifier, *, region: str, store_id: str | None) -> I
     kind = identifier.type
     if kind == IdentifierType.phone:
         try:
-            number = phonenumbers.parse(value, region)
+            number = phones.parse(value, region)
         except phonenumbers.NumberParseException as exc:
             raise IdentifierError(f"phone: not a phone number ({exc})") from None
         if not phonenumbers.is_valid_number(number):
@@ -185,10 +186,24 @@ class Plan:
     rejected: list[tuple[UUID, Rejected]] = field(default_factory=list)  # (event_id, ...)
 
     def canonical(self, customer_id: UUID) -> UUID:
-        for merge in self.merges:
-            if customer_id in merge.losers:
-                customer_id = merge.survivor
-        return customer_id
+        """Where the batch's merges, applied in order, leave this id. Indexed by loser rather than
+        scanning every merge per call, which made a batch's persistence quadratic in its merges."""
+        losses, position = self._losses(), -1
+        while True:
+            later = [(i, s) for i, s in losses.get(customer_id, ()) if i > position]
+            if not later:
+                return customer_id
+            position, customer_id = later[0]
+
+    def _losses(self) -> dict[UUID, list[tuple[int, UUID]]]:
+        """loser -> [(merge position, survivor)]; merges are only appended, so only new ones are indexed."""
+        losses, indexed = self.__dict__.setdefault("_loss_index", ({}, 0))
+        for position in range(indexed, len(self.merges)):
+            merge = self.merges[position]
+            for loser in merge.losers:
+                losses.setdefault(loser, []).append((position, merge.survivor))
+        self.__dict__["_loss_index"] = (losses, len(self.merges))
+        return losses
 
 
 class Resolver:

@@ -9,8 +9,8 @@ from datetime import datetime
 from uuid import UUID
 
 import orjson
-import psycopg2.extras
 
+from services.identity import bulk_sql
 from services.identity.domain import Classified
 from services.identity.pii import Vault
 from services.identity.store import token_of, upsert_facts
@@ -50,15 +50,20 @@ def _summary(event: Touchpoint) -> dict:
 
 
 def record_timeline(cur, vault: Vault, items: list[Classified], customer_of: dict[UUID, UUID]) -> None:
-    psycopg2.extras.execute_values(
-        cur,
-        "insert into identity.resolved_events (tenant_id, event_id, customer_id, type, channel, store_id, "
-        "occurred_at, tokens, summary) values %s on conflict do nothing",
+    bulk_sql.insert_rows(
+        cur, "identity.resolved_events", _TIMELINE_COLUMNS,
         [(i.event.tenant_id, i.event.event_id, customer_of[i.event.event_id], i.event.type, i.event.channel.value,
           i.event.store_id, i.event.occurred_at, [token_of(vault, k) for k in i.keys],
           orjson.dumps(_summary(i.event)).decode()) for i in items],
-        page_size=1000,
     )
+
+
+_TIMELINE_COLUMNS = (("tenant_id", "text"), ("event_id", "uuid"), ("customer_id", "uuid"), ("type", "text"),
+                     ("channel", "text"), ("store_id", "text"), ("occurred_at", "timestamptz"), ("tokens", "text[]"),
+                     ("summary", "jsonb"))
+_ATTRIBUTE_COLUMNS = (("tenant_id", "text"), ("customer_id", "uuid"), ("attribute", "text"), ("value_enc", "bytea"),
+                      ("key_id", "uuid"), ("source", "text"), ("verified", "boolean"), ("observed_at", "timestamptz"),
+                      ("event_id", "uuid"))
 
 
 def record_profiles(cur, vault: Vault, items: list[Classified], customer_of: dict[UUID, UUID]) -> set[UUID]:
@@ -86,11 +91,7 @@ def record_profiles(cur, vault: Vault, items: list[Classified], customer_of: dic
             _upsert_subject(cur, event.tenant_id, cid, "vehicle", vault.token(event.tenant_id, "plate", plate),
                             fields, event.occurred_at)
     if attributes:
-        psycopg2.extras.execute_values(
-            cur,
-            "insert into identity.profile_attributes (tenant_id, customer_id, attribute, value_enc, key_id, source, "
-            "verified, observed_at, event_id) values %s on conflict do nothing", attributes, page_size=1000,
-        )
+        bulk_sql.insert_rows(cur, "identity.profile_attributes", _ATTRIBUTE_COLUMNS, attributes)
     return changed
 
 

@@ -4,17 +4,18 @@ publishes the resolved copies and customer changes through the outbox. Idempoten
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from services.identity import projection, store
+from services.identity import bulk_sql, projection, store
 from services.identity.domain import Classified, Plan, Resolver, classify
-from services.identity.pii import Vault
+from services.identity.pii import BatchVault, Vault
+from services.identity.policy import TenantPolicy
 from services.identity.settings import IdentitySettings
 from shared.bus.consumer import Delivery
-from shared.bus.outbox import enqueue
 from shared.db import Database
-from shared.events import CustomerCreated, CustomerMerged, DecodeError, Touchpoint, TraceContext, utcnow
+from shared.events import CustomerCreated, CustomerMerged, DecodeError, Touchpoint, TraceContext, encode, utcnow
 from shared.events.customers import CustomerCreatedPayload, CustomerMergedPayload
 from shared.telemetry import carrier_for_span, context_from_carrier, tracer
 from shared.topics import CUSTOMERS_CHANGES, TOUCHPOINTS_RESOLVED
@@ -40,22 +41,37 @@ def resolve_touchpoints(deliveries: list[Delivery], db: Database, settings: Iden
             span.end()
 
 
-def resolve_events(cur, events: list[Touchpoint], settings: IdentitySettings, vault: Vault, trace_of=None) -> Plan:
-    """Resolve in the caller's transaction (the consumer and the bulk importer share this)."""
+def resolve_events(cur, events: list[Touchpoint], settings: IdentitySettings, vault: Vault, trace_of=None,
+                   classified: Mapping[UUID, tuple[TenantPolicy, Classified]] | None = None,
+                   bulk: bool = False) -> Plan:
+    """Resolve in the caller's transaction (the consumer and the bulk importer share this).
+    `classified`: event id -> (policy, classification) the caller already made (the importer screens
+    every row), used when the tenant's policy is still that one. `bulk`: see store.lock_tokens."""
     now = utcnow()
+    vault = BatchVault(vault)
     done = store.already_resolved(cur, [(e.tenant_id, e.event_id) for e in events])
     policies = store.tenant_policies(cur, {e.tenant_id for e in events}, settings.default_region)
+    same: dict[tuple[int, int], bool] = {}  # (id of the caller's policy, id of this batch's): equal?
     items, seen = [], set()
     for e in events:
         if (e.tenant_id, e.event_id) in done or e.event_id in seen:
             continue  # redelivered: its outbox rows were written when it was first resolved
         seen.add(e.event_id)
-        items.append(classify(e, policies[e.tenant_id]))
+        policy = policies[e.tenant_id]
+        prior = classified.get(e.event_id) if classified else None
+        if prior is not None:
+            key = (id(prior[0]), id(policy))
+            if key not in same:
+                same[key] = prior[0] == policy
+            if same[key]:
+                items.append(prior[1])
+                continue
+        items.append(classify(e, policy))
     if not items:
         return Plan()
     strong = {store.token_of(vault, k): k for i in items for k in i.strong}
     weak = {store.token_of(vault, k): k for i in items for k in i.weak}
-    store.lock_tokens(cur, list(strong) + list(weak))
+    store.lock_tokens(cur, list(strong) + list(weak), bulk=bulk)
     snapshot = store.load_snapshot(cur, strong, weak)
     plan = Resolver(snapshot, policies.__getitem__, uuid.uuid4, now).run(items)
     _persist(cur, vault, items, plan, now, trace_of)
@@ -82,13 +98,14 @@ def _persist(cur, vault: Vault, items: list[Classified], plan: Plan, now: dateti
             customer_id=cid, trace=first.trace,
             payload=CustomerCreatedPayload(identifier_types=tuple(sorted({i.type for i in first.identifiers})),
                                            first_event_id=first.event_id))))
+    decisions = store.Decisions()
     for merge in plan.merges:
         tenant = tenant_of[merge.event_ids[0]]
         survivor = plan.canonical(merge.survivor)
         evidence = [{"type": k.type, "token": store.token_of(vault, k)} for k in merge.evidence]
-        decision = store.record_decision(cur, tenant_id=tenant, kind="merge", rule="shared_strong_identifier",
-                                         customer_id=survivor, others=merge.losers, evidence=evidence,
-                                         event_ids=merge.event_ids)
+        decision = decisions.add(tenant_id=tenant, kind="merge", rule="shared_strong_identifier",
+                                 customer_id=survivor, others=merge.losers, evidence=evidence,
+                                 event_ids=merge.event_ids)
         outbox.append((CUSTOMERS_CHANGES, str(survivor), CustomerMerged(
             event_id=uuid.uuid4(), occurred_at=now, recorded_at=now, tenant_id=tenant, source="identity",
             customer_id=survivor,
@@ -99,15 +116,16 @@ def _persist(cur, vault: Vault, items: list[Classified], plan: Plan, now: dateti
         a, b = plan.canonical(link.customer_id), plan.canonical(link.other_id)
         if a != b:
             store.link_household(cur, a, b)
-            store.record_decision(cur, tenant_id=link.via.tenant_id, kind="household", rule="shared_identifier",
-                                  customer_id=a, others=[b], event_ids=[link.event_id],
-                                  evidence=[{"type": link.via.type, "token": store.token_of(vault, link.via)}])
+            decisions.add(tenant_id=link.via.tenant_id, kind="household", rule="shared_identifier",
+                          customer_id=a, others=[b], event_ids=[link.event_id],
+                          evidence=[{"type": link.via.type, "token": store.token_of(vault, link.via)}])
     for key, owner in plan.shared.items():
         if owner.junk:
-            store.record_decision(cur, tenant_id=key.tenant_id, kind="junk_identifier", rule="too_many_people",
-                                  customer_id=plan.canonical(owner.customer_id), others=[], event_ids=[],
-                                  evidence=[{"type": key.type, "token": store.token_of(vault, key),
-                                             "linked_people": owner.linked_count}])
+            decisions.add(tenant_id=key.tenant_id, kind="junk_identifier", rule="too_many_people",
+                          customer_id=plan.canonical(owner.customer_id), others=[], event_ids=[],
+                          evidence=[{"type": key.type, "token": store.token_of(vault, key),
+                                     "linked_people": owner.linked_count}])
+    decisions.write(cur)
 
     customer_of = plan.customer_of
     projection.record_timeline(cur, vault, items, customer_of)
@@ -122,7 +140,7 @@ def _persist(cur, vault: Vault, items: list[Classified], plan: Plan, now: dateti
         cid = customer_of[item.event.event_id]
         trace = trace_of(item.event.event_id) if trace_of else item.event.trace
         outbox.append((TOUCHPOINTS_RESOLVED, str(cid), projection.redacted(item, vault, cid, trace)))
-    enqueue(cur, store.SCHEMA, outbox)
+    _enqueue(cur, outbox)
 
 
 def _record_rejected(cur, vault: Vault, plan: Plan, tenant_of: dict[UUID, str], now: datetime) -> None:
@@ -132,3 +150,12 @@ def _record_rejected(cur, vault: Vault, plan: Plan, tenant_of: dict[UUID, str], 
         rows.append((tenant_of[event_id], cid, event_id, rejected.type, vault.encrypt(cid, rejected.value), cid,
                      rejected.reason, now))
     store.record_rejected(cur, rows)
+
+
+def _enqueue(cur, items: list) -> None:
+    """The rows `shared.bus.outbox.enqueue` writes (the relay reads them), by COPY: a resolved batch
+    writes one or two outbox rows per touchpoint, and VALUES formatting was much of a batch's time."""
+    bulk_sql.copy_rows(cur, f'"{store.SCHEMA}".outbox', ("topic", "msg_key", "event_id", "event_type", "body", "trace"),
+                       [(spec.name, key.encode(), event.event_id, event.type, encode(event),
+                         event.trace.model_dump(exclude_none=True) if event.trace else {})
+                        for spec, key, event in items])

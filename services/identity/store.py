@@ -11,6 +11,7 @@ from uuid import UUID
 import orjson
 import psycopg2.extras
 
+from services.identity import bulk_sql
 from services.identity.domain import CustomerState, IdKey, IdOwner, Merge, Snapshot
 from services.identity.pii import Vault
 from services.identity.policy import TenantPolicy, merged_policy
@@ -65,18 +66,18 @@ def record_ingested(cur, tenant_id: str, event_ids: list[UUID]) -> set[UUID]:
     """Insert event ids; returns those not seen before (the others are duplicates)."""
     if not event_ids:
         return set()
-    rows = _values(cur, "insert into identity.ingested_events (tenant_id, event_id) values %s "
-                        "on conflict do nothing returning event_id", [(tenant_id, e) for e in event_ids], fetch=True)
-    return {r[0] for r in rows}
+    rows = bulk_sql.insert_rows(cur, "identity.ingested_events", [("tenant_id", "text"), ("event_id", "uuid")],
+                                [(tenant_id, e) for e in event_ids], "on conflict do nothing returning event_id")
+    return set(event_ids) if rows is None else {r[0] for r in rows}
 
 
 def already_resolved(cur, pairs: list[tuple[str, UUID]]) -> set[tuple[str, UUID]]:
     if not pairs:
         return set()
-    rows = _values(cur, "select r.tenant_id, r.event_id from (values %s) as v(tenant_id, event_id) "
-                        "join identity.resolved_events r on r.tenant_id = v.tenant_id and r.event_id = v.event_id::uuid",
-                   pairs, fetch=True)
-    return {(t, e) for t, e in rows}
+    cur.execute("select r.tenant_id, r.event_id from unnest(%s::text[], %s::uuid[]) as v(tenant_id, event_id) "
+                "join identity.resolved_events r on r.tenant_id = v.tenant_id and r.event_id = v.event_id",
+                bulk_sql.columns(pairs, 2))
+    return {(t, e) for t, e in cur.fetchall()}
 
 
 # Identifier locks hash into this many advisory locks: a bulk batch then holds at most this many
@@ -85,41 +86,60 @@ LOCK_BUCKETS = 2048
 _LOCK_BASE = int.from_bytes(hashlib.sha256(b"identity-identifier-locks").digest()[:5], "big") << 16
 
 
-def lock_tokens(cur, tokens) -> None:
+def lock_tokens(cur, tokens, bulk: bool = False) -> None:
     """Transaction-scoped advisory locks, always in the same order, so two consumers resolving events
-    that share an identifier serialise instead of both creating a customer (and never deadlock)."""
-    ids = sorted({_LOCK_BASE + lock_id(t) % LOCK_BUCKETS for t in tokens})
-    if ids:
-        cur.execute("select count(pg_advisory_xact_lock(k)) from unnest(%s::bigint[]) as k", (ids,))
+    that share an identifier serialise instead of both creating a customer (and never deadlock).
+
+    Each identifier's bucket is locked exclusively. A bulk import's batch covers most buckets, so its
+    workers would take turns whatever they resolve: with `bulk` the buckets are held shared (which
+    still excludes every other resolver of those buckets) and then each identifier's own lock
+    exclusively, which excludes another bulk batch only where the two share an identifier. Buckets
+    first, then identifiers, both in order: no cycle of waits."""
+    tokens = set(tokens)
+    buckets = sorted({_LOCK_BASE + lock_id(t) % LOCK_BUCKETS for t in tokens})
+    if not buckets:
+        return
+    if not bulk:
+        cur.execute("select count(pg_advisory_xact_lock(k)) from unnest(%s::bigint[]) as k", (buckets,))
+        return
+    cur.execute("select count(pg_advisory_xact_lock_shared(k)) from unnest(%s::bigint[]) as k", (buckets,))
+    # The (int, int) form: a key space of its own, apart from every bigint-keyed lock.
+    own = sorted({divmod(lock_id(t), 1 << 32) for t in tokens})  # (signed high, unsigned low) halves
+    cur.execute("select count(pg_advisory_xact_lock(a, b)) from unnest(%s::int[], %s::int[]) as k(a, b)",
+                ([a for a, _ in own], [b - (1 << 32) if b >= 1 << 31 else b for _, b in own]))
+
+
+_KEYS = "unnest(%s::text[], %s::text[], %s::text[], %s::text[]) as v(tenant_id, id_type, id_scope, token)"
+
+
+def _key_columns(tokens: dict[str, IdKey]) -> list[str]:
+    return bulk_sql.columns([(k.tenant_id, k.type, k.scope, t) for t, k in tokens.items()], 4)
 
 
 def _owners(cur, tokens: dict[str, IdKey]) -> dict[IdKey, IdOwner]:
     if not tokens:
         return {}
-    rows = _values(
-        cur,
+    cur.execute(
         "select i.token, coalesce(c.merged_into, c.customer_id), i.shared, i.junk, i.linked_count "
-        "from (values %s) as v(tenant_id, id_type, id_scope, token) "
-        "join identity.identifiers i on i.tenant_id = v.tenant_id and i.id_type = v.id_type "
+        f"from {_KEYS} join identity.identifiers i on i.tenant_id = v.tenant_id and i.id_type = v.id_type "
         " and i.id_scope = v.id_scope and i.token = v.token "
         "join identity.customers c on c.customer_id = i.customer_id",
-        [(k.tenant_id, k.type, k.scope, t) for t, k in tokens.items()], fetch=True,
+        _key_columns(tokens),
     )
-    return {tokens[t]: IdOwner(cid, shared, junk, linked) for t, cid, shared, junk, linked in rows}
+    return {tokens[t]: IdOwner(cid, shared, junk, linked) for t, cid, shared, junk, linked in cur.fetchall()}
 
 
 def _weak_holders(cur, tokens: dict[str, IdKey]) -> dict[IdKey, set[UUID]]:
     if not tokens:
         return {}
-    rows = _values(
-        cur,
-        "select w.token, w.customer_id from (values %s) as v(tenant_id, id_type, id_scope, token) "
+    cur.execute(
+        f"select w.token, w.customer_id from {_KEYS} "
         "join identity.weak_identifiers w on w.tenant_id = v.tenant_id and w.id_type = v.id_type "
         " and w.id_scope = v.id_scope and w.token = v.token",
-        [(k.tenant_id, k.type, k.scope, t) for t, k in tokens.items()], fetch=True,
+        _key_columns(tokens),
     )
     holders: dict[IdKey, set[UUID]] = {}
-    for token, cid in rows:
+    for token, cid in cur.fetchall():
         holders.setdefault(tokens[token], set()).add(cid)
     return holders
 
@@ -145,6 +165,10 @@ def load_snapshot(cur, strong: dict[str, IdKey], weak: dict[str, IdKey]) -> Snap
         if wanted <= locked.keys():
             break
         locked.update(lock_customers(cur, wanted - locked.keys()))
+        # Re-read only what had an owner: an identifier without one cannot gain one meanwhile, since
+        # linking it needs the identifier's lock, which this transaction holds (lock_tokens).
+        strong = {t: k for t, k in strong.items() if k in owners}
+        weak = {t: k for t, k in weak.items() if k in holders}
     counts: dict[UUID, Counter] = {cid: Counter() for cid in locked}
     if locked:
         cur.execute("select customer_id, id_type, count(*) from identity.identifiers "
@@ -176,19 +200,23 @@ def insert_customers(cur, vault: Vault, rows: list[tuple[UUID, str, datetime, UU
     """New profiles, each with its own data key."""
     if not rows:
         return
-    _values(cur, "insert into identity.customers (customer_id, tenant_id, created_at, first_event_id) values %s",
-            rows)
-    _values(cur, "insert into identity.customer_keys (key_id, tenant_id, wrapped_key) values %s",
-            [(cid, tenant, vault.new_key(cid)) for cid, tenant, _, _ in rows])
+    bulk_sql.copy_rows(cur, "identity.customers", ("customer_id", "tenant_id", "created_at", "first_event_id"), rows)
+    bulk_sql.copy_rows(cur, "identity.customer_keys", ("key_id", "tenant_id", "wrapped_key"),
+                       [(cid, tenant, vault.new_key(cid)) for cid, tenant, _, _ in rows])
+
+
+_IDENTIFIER_COLUMNS = (("tenant_id", "text"), ("id_type", "text"), ("id_scope", "text"), ("token", "text"),
+                       ("customer_id", "uuid"), ("value_enc", "bytea"), ("key_id", "uuid"),
+                       ("first_seen_at", "timestamptz"), ("last_seen_at", "timestamptz"))
+_WEAK_COLUMNS = (("tenant_id", "text"), ("id_type", "text"), ("id_scope", "text"), ("token", "text"),
+                 ("customer_id", "uuid"), ("value_enc", "bytea"), ("key_id", "uuid"), ("seen_at", "timestamptz"))
 
 
 def link_identifiers(cur, vault: Vault, links: dict[IdKey, UUID], seen_at: datetime) -> None:
     if not links:
         return
-    _values(
-        cur,
-        "insert into identity.identifiers (tenant_id, id_type, id_scope, token, customer_id, value_enc, key_id, "
-        "first_seen_at, last_seen_at) values %s on conflict do nothing",
+    bulk_sql.insert_rows(
+        cur, "identity.identifiers", _IDENTIFIER_COLUMNS,
         [(k.tenant_id, k.type, k.scope, token_of(vault, k), cid, vault.encrypt(cid, k.value), cid, seen_at, seen_at)
          for k, cid in links.items()],
     )
@@ -197,10 +225,8 @@ def link_identifiers(cur, vault: Vault, links: dict[IdKey, UUID], seen_at: datet
 def link_weak(cur, vault: Vault, links: set[tuple[IdKey, UUID]], seen_at: datetime) -> None:
     if not links:
         return
-    _values(
-        cur,
-        "insert into identity.weak_identifiers (tenant_id, id_type, id_scope, token, customer_id, value_enc, "
-        "key_id, seen_at) values %s on conflict do nothing",
+    bulk_sql.insert_rows(
+        cur, "identity.weak_identifiers", _WEAK_COLUMNS,
         [(k.tenant_id, k.type, k.scope, token_of(vault, k), cid, vault.encrypt(cid, k.value), cid, seen_at)
          for k, cid in links],
     )
@@ -209,14 +235,17 @@ def link_weak(cur, vault: Vault, links: set[tuple[IdKey, UUID]], seen_at: dateti
 def mark_shared(cur, vault: Vault, shared: dict[IdKey, IdOwner]) -> None:
     if not shared:
         return
-    _values(
-        cur,
+    cur.execute(
         "update identity.identifiers i set shared = v.shared, junk = v.junk, linked_count = v.linked "
-        "from (values %s) as v(tenant_id, id_type, id_scope, token, shared, junk, linked) "
+        "from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bool[], %s::bool[], %s::int[]) "
+        "as v(tenant_id, id_type, id_scope, token, shared, junk, linked) "
         "where i.tenant_id = v.tenant_id and i.id_type = v.id_type and i.id_scope = v.id_scope and i.token = v.token",
-        [(k.tenant_id, k.type, k.scope, token_of(vault, k), o.shared, o.junk, o.linked_count)
-         for k, o in shared.items()],
+        bulk_sql.columns([(k.tenant_id, k.type, k.scope, token_of(vault, k), o.shared, o.junk, o.linked_count)
+                          for k, o in shared.items()], 7),
     )
+
+
+_PAIRS = "unnest(%s::uuid[], %s::uuid[]) as v(loser, survivor)"
 
 
 def apply_merges(cur, merges: list[Merge], final: dict[UUID, UUID]) -> None:
@@ -226,34 +255,35 @@ def apply_merges(cur, merges: list[Merge], final: dict[UUID, UUID]) -> None:
         return
     mapping = [(loser, final[loser]) for m in merges for loser in m.losers]
     losers = [loser for loser, _ in mapping]
-    _values(cur, "update identity.customers c set status = 'merged', merged_into = v.survivor "
-                 "from (values %s) as v(loser, survivor) where c.customer_id = v.loser::uuid", mapping)
-    _values(cur, "update identity.customers c set merged_into = v.survivor "
-                 "from (values %s) as v(loser, survivor) where c.merged_into = v.loser::uuid", mapping)
+    pairs = bulk_sql.columns(mapping, 2)
+    cur.execute(f"update identity.customers c set status = 'merged', merged_into = v.survivor "
+                f"from {_PAIRS} where c.customer_id = v.loser", pairs)
+    cur.execute(f"update identity.customers c set merged_into = v.survivor "
+                f"from {_PAIRS} where c.merged_into = v.loser", pairs)
     for table in CUSTOMER_OWNED:
-        _values(cur, f"update identity.{table} t set customer_id = v.survivor::uuid "
-                     "from (values %s) as v(loser, survivor) where t.customer_id = v.loser::uuid", mapping)
+        cur.execute(f"update identity.{table} t set customer_id = v.survivor "
+                    f"from {_PAIRS} where t.customer_id = v.loser", pairs)
     for table, columns in CUSTOMER_KEYED.items():
-        _values(cur, f"insert into identity.{table} (customer_id, {columns}) "
-                     f"select v.survivor::uuid, {', '.join('t.' + c.strip() for c in columns.split(','))} "
-                     f"from identity.{table} t join (values %s) as v(loser, survivor) on t.customer_id = v.loser::uuid "
-                     "on conflict do nothing", mapping)
+        cur.execute(f"insert into identity.{table} (customer_id, {columns}) "
+                    f"select v.survivor, {', '.join('t.' + c.strip() for c in columns.split(','))} "
+                    f"from identity.{table} t join {_PAIRS} on t.customer_id = v.loser "
+                    "on conflict do nothing", pairs)
         cur.execute(f"delete from identity.{table} where customer_id = any(%s)", (losers,))
     cur.execute("delete from identity.blocking_keys where customer_id = any(%s)", (losers,))
     cur.execute("delete from identity.match_queue where customer_id = any(%s)", (losers,))
     cur.execute("update identity.match_suggestions set status = 'obsolete', decided_at = now() "
                 "where status = 'open' and (customer_a = any(%s) or customer_b = any(%s))", (losers, losers))
-    _merge_households(cur, mapping)
+    _merge_households(cur, pairs)
     _merge_facts(cur, mapping)
     cur.execute("insert into identity.match_queue (customer_id, tenant_id) "
                 "select customer_id, tenant_id from identity.customers where customer_id = any(%s) "
                 "on conflict do nothing", (list({s for _, s in mapping}),))
 
 
-def _merge_households(cur, mapping) -> None:
-    _values(cur, "update identity.customers s set household_id = coalesce(s.household_id, l.household_id) "
-                 "from (values %s) as v(loser, survivor) join identity.customers l on l.customer_id = v.loser::uuid "
-                 "where s.customer_id = v.survivor::uuid", mapping)
+def _merge_households(cur, pairs: list[str]) -> None:
+    cur.execute("update identity.customers s set household_id = coalesce(s.household_id, l.household_id) "
+                f"from {_PAIRS} join identity.customers l on l.customer_id = v.loser "
+                "where s.customer_id = v.survivor", pairs)
 
 
 def _merge_facts(cur, mapping) -> None:
@@ -302,14 +332,33 @@ def link_household(cur, a: UUID, b: UUID) -> UUID:
 def record_decision(cur, *, tenant_id: str, kind: str, rule: str, customer_id: UUID, others: list[UUID],
                     evidence: list, event_ids: list[UUID], decided_by: str = "resolver",
                     decision_id: UUID | None = None) -> UUID:
-    decision_id = decision_id or uuid.uuid4()
-    cur.execute(
-        "insert into identity.decisions (decision_id, tenant_id, kind, rule, customer_id, other_customer_ids, "
-        "evidence, triggering_event_ids, decided_by) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (decision_id, tenant_id, kind, rule, customer_id, list(others), orjson.dumps(evidence).decode(),
-         list(event_ids), decided_by),
-    )
+    decisions = Decisions()
+    decision_id = decisions.add(tenant_id=tenant_id, kind=kind, rule=rule, customer_id=customer_id, others=others,
+                                evidence=evidence, event_ids=event_ids, decided_by=decided_by,
+                                decision_id=decision_id)
+    decisions.write(cur)
     return decision_id
+
+
+class Decisions:
+    """Decisions collected while a batch is persisted, written with one COPY."""
+
+    COLUMNS = ("decision_id", "tenant_id", "kind", "rule", "customer_id", "other_customer_ids", "evidence",
+               "triggering_event_ids", "decided_by")
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def add(self, *, tenant_id: str, kind: str, rule: str, customer_id: UUID, others: list[UUID], evidence: list,
+            event_ids: list[UUID], decided_by: str = "resolver", decision_id: UUID | None = None) -> UUID:
+        decision_id = decision_id or uuid.uuid4()
+        self.rows.append((decision_id, tenant_id, kind, rule, customer_id, list(others),
+                          orjson.dumps(evidence).decode(), list(event_ids), decided_by))
+        return decision_id
+
+    def write(self, cur) -> None:
+        bulk_sql.copy_rows(cur, "identity.decisions", self.COLUMNS, self.rows)
+        self.rows = []
 
 
 def canonical_id(cur, tenant_id: str, customer_id: UUID) -> tuple[UUID, str] | None:
@@ -326,34 +375,22 @@ def canonical_id(cur, tenant_id: str, customer_id: UUID) -> tuple[UUID, str] | N
 
 
 def find_customer(cur, tenant_id: str, id_type: str, scope: str, token: str) -> UUID | None:
-    cur.execute(
-        "select coalesce(c.merged_into, c.customer_id) from identity.identifiers i "
-        "join identity.customers c on c.customer_id = i.customer_id "
-        "where i.tenant_id = %s and i.id_type = %s and i.id_scope = %s and i.token = %s and not i.junk",
-        (tenant_id, id_type, scope, token),
-    )
-    row = cur.fetchone()
-    if row:
-        return row[0]
-    cur.execute(
-        "select distinct customer_id from identity.weak_identifiers "
-        "where tenant_id = %s and id_type = %s and id_scope = %s and token = %s limit 2",
-        (tenant_id, id_type, scope, token),
-    )
-    rows = cur.fetchall()
-    return rows[0][0] if len(rows) == 1 else None
+    """The canonical owner of a strong identifier, else the only holder of a weak one (see
+    0003_find_customer.sql): one statement, so it needs no transaction of its own."""
+    cur.execute("select identity.find_customer(%s, %s, %s, %s)", (tenant_id, id_type, scope, token))
+    return cur.fetchone()[0]
 
 
 def queue_for_matching(cur, rows: set[tuple[UUID, str]]) -> None:
-    if rows:
-        _values(cur, "insert into identity.match_queue (customer_id, tenant_id) values %s on conflict do nothing",
-                list(rows))
+    if rows:  # often queued already: insert ... on conflict rather than COPY
+        cur.execute("insert into identity.match_queue (customer_id, tenant_id) "
+                    "select * from unnest(%s::uuid[], %s::text[]) on conflict do nothing", bulk_sql.columns(list(rows), 2))
 
 
 def record_rejected(cur, rows: list[tuple]) -> None:
     if rows:
-        _values(cur, "insert into identity.rejected_identifiers (tenant_id, customer_id, event_id, id_type, "
-                     "value_enc, key_id, reason, seen_at) values %s", rows)
+        bulk_sql.copy_rows(cur, "identity.rejected_identifiers", ("tenant_id", "customer_id", "event_id", "id_type",
+                                                                  "value_enc", "key_id", "reason", "seen_at"), rows)
 
 
 def replace_blocking_keys(cur, tenant_id: str, customer_id: UUID, tokens: list[str]) -> None:

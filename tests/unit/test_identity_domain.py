@@ -253,3 +253,31 @@ def test_every_identifier_the_simulator_generates_is_valid():
     for doc in generate(3000, seed=3):
         event = from_document({**doc, "tenant_id": "demo", "recorded_at": doc["occurred_at"]})
         assert not classify(event, POLICY).rejected
+
+
+@settings(max_examples=3000, deadline=None)
+@given(value=st.text(alphabet="0123456789", min_size=1, max_size=19) | st.from_regex(r"1[0-9]{10}", fullmatch=True),
+       region=st.sampled_from(["CN", "US", "GB", "AU", "DE", "IT", "HK", "SG", "JP", "BR", "RU", "IN", "FR"]))
+def test_the_bare_digits_shortcut_parses_phone_numbers_exactly_as_phonenumbers(value, region):
+    import phonenumbers
+
+    from services.identity import phones
+
+    def parsed(parse):
+        try:
+            n = parse(value, region)
+        except phonenumbers.NumberParseException as exc:
+            return str(exc)
+        return (n, n.italian_leading_zero, n.number_of_leading_zeros, n.extension, n.country_code_source)
+
+    assert parsed(phones.parse) == parsed(phonenumbers.parse)
+
+
+def test_plans_point_merged_ids_at_the_survivor_of_the_last_merge():
+    from services.identity.domain import Merge, Plan
+
+    a, b, c, d = (uuid.uuid4() for _ in range(4))
+    result = Plan(merges=[Merge(b, [a], [], []), Merge(c, [b, d], [], [])])
+    assert [result.canonical(x) for x in (a, b, c, d)] == [c, c, c, c]
+    result.merges.append(Merge(a, [c], [], []))  # survivors can lose later; ids never seen map to themselves
+    assert result.canonical(d) == a and result.canonical(uuid.UUID(int=1)) == uuid.UUID(int=1)
