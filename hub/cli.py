@@ -55,6 +55,8 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed of the chain.")] = 7,
     booking_url: Annotated[str | None, typer.Option(help="Base URL of the booking service: also set up its "
                                                          "catalogue and book through it.")] = None,
+    loyalty_url: Annotated[str | None, typer.Option(help="Base URL of the loyalty service: set the chain's "
+                                                         "program (rules, exchange rates) first.")] = None,
 ):
     """Post a simulated chain's touchpoints to the ingestion API (and book through the booking API)."""
     from hub.simulate import run as run_simulation
@@ -66,7 +68,8 @@ def simulate(
         if not hasattr(result, "status_code") or result.status_code != 200:
             typer.echo(f"ingestion answered {getattr(result, 'status_code', result)}", err=True)
 
-    sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report, booking_url=booking_url)
+    sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report, booking_url=booking_url,
+                          loyalty_url=loyalty_url)
     typer.echo(f"accepted {sent} touchpoints")
 
 

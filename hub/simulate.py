@@ -237,10 +237,21 @@ def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: fl
     return out[:n]
 
 
+# The simulated chain's loyalty program: defaults, plus points on services its POS reports without a
+# booking, and a rate for its Australian stores' dollars.
+LOYALTY_PROGRAM = {
+    "exchange_rates": {"AUD": 4.7},
+    "earn_rules": {"booking.completed": {"per_unit": 1}, "purchase.completed": {"per_unit": 1},
+                   "service.performed": {"per_unit": 1}, "survey.answered": {"fixed": 50},
+                   "referral.converted": {"fixed": 500}},
+}
+
+
 def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, seed: int,
-        on_batch=None, booking_url: str | None = None) -> int:
+        on_batch=None, booking_url: str | None = None, loyalty_url: str | None = None) -> int:
     """Post events at about `rate` per second until `duration_s` (forever when None); with `booking_url`,
-    also set up the booking catalogue and run the front desk (about two booking actions per second)."""
+    also set up the booking catalogue and run the front desk (about two booking actions per second); with
+    `loyalty_url`, set the chain's loyalty program first."""
     from hub.simulate_booking import FrontDesk, seed_catalogue
 
     chain = Chain(random.Random(seed))
@@ -250,6 +261,8 @@ def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, 
     with httpx.Client(base_url=identity_url, headers=headers, timeout=30) as client, \
             httpx.Client(base_url=booking_url or identity_url, headers=headers, timeout=30) as desk_client:
         desk = None
+        if loyalty_url:
+            httpx.put(f"{loyalty_url}/v1/program", json=LOYALTY_PROGRAM, headers=headers, timeout=30).raise_for_status()
         if booking_url:
             seed_catalogue(desk_client)
             desk = FrontDesk(desk_client, chain, random.Random(seed + 1))

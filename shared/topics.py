@@ -48,9 +48,10 @@ TOUCHPOINTS_RESOLVED = TopicSpec(
     partitions=12,
     key="customer_id",
     producers=("identity",),
-    consumers=("insights", "booking"),
+    consumers=("insights", "booking", "loyalty"),
     why="Touchpoints carrying their canonical customer_id, keyed by it so one customer's events stay in "
-        "order for every downstream processor; booking learns from it whose appointment each booking is.",
+        "order for every downstream processor; booking learns from it whose appointment each booking is; "
+        "loyalty earns and reverses points from it.",
     public=True,
 )
 
@@ -88,9 +89,22 @@ CUSTOMERS_SCORES = TopicSpec(
     public=True,
 )
 
+LOYALTY_CHANGES = TopicSpec(
+    name="loyalty.changes",
+    partitions=6,
+    key="customer_id",
+    producers=("loyalty",),
+    consumers=("identity",),
+    why="Points earned, redeemed, expired, reversed or adjusted and tier changes, each with the balance "
+        "after it: identity shows tier and balance in the customer 360; insights and subscribers read it.",
+    carries="loyalty",
+    public=True,
+)
+
 REGISTRY: dict[str, TopicSpec] = {
     spec.name: spec
-    for spec in (TOUCHPOINTS_RAW, TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES, ERASURE_CONFIRMATIONS, CUSTOMERS_SCORES)
+    for spec in (TOUCHPOINTS_RAW, TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES, ERASURE_CONFIRMATIONS, CUSTOMERS_SCORES,
+                 LOYALTY_CHANGES)
 }
 
 

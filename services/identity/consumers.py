@@ -10,9 +10,10 @@ from services.identity.settings import IdentitySettings
 from shared.bus.consumer import Delivery
 from shared.db import Database
 from shared.events import ErasureConfirmed
+from shared.events.loyalty import LoyaltyEvent, TierChanged
 from shared.events.scores import CustomerChurnRiskChanged, CustomerLifecycleChanged
 from shared.runtime import ConsumerSpec
-from shared.topics import CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, TOUCHPOINTS_RAW
+from shared.topics import CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, LOYALTY_CHANGES, TOUCHPOINTS_RAW
 
 
 def record_confirmations(deliveries: list[Delivery], db: Database) -> None:
@@ -33,6 +34,18 @@ def record_scores(deliveries: list[Delivery], db: Database) -> None:
                 projection.set_fact(cur, e.tenant_id, e.customer_id, "churn_risk", value, e.occurred_at)
 
 
+def record_loyalty(deliveries: list[Delivery], db: Database) -> None:
+    """Tier and points balance into the 360, from the balance every loyalty event carries."""
+    with db.transaction() as cur:
+        for e in (d.event for d in deliveries):
+            if not isinstance(e, LoyaltyEvent):
+                continue
+            projection.set_fact(cur, e.tenant_id, e.customer_id, "points_balance", e.payload.balance_after,
+                                e.occurred_at)
+            if isinstance(e, TierChanged):
+                projection.set_fact(cur, e.tenant_id, e.customer_id, "loyalty_tier", e.payload.to_tier, e.occurred_at)
+
+
 def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(TOUCHPOINTS_RAW, "identity-resolver",
@@ -40,4 +53,5 @@ def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> li
                      max_records=settings.resolve_batch),
         ConsumerSpec(ERASURE_CONFIRMATIONS, "identity-erasure", partial(record_confirmations, db=db)),
         ConsumerSpec(CUSTOMERS_SCORES, "identity-scores", partial(record_scores, db=db)),
+        ConsumerSpec(LOYALTY_CHANGES, "identity-loyalty", partial(record_loyalty, db=db)),
     ]

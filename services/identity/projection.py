@@ -145,17 +145,13 @@ def consent_event(tenant_id: str, customer_id: UUID, purpose: str, granted: bool
 
 
 def record_facts(cur, items: list[Classified], customer_of: dict[UUID, UUID]) -> None:
-    """Tier, points, last NPS and appointments from other services' touchpoints, newest by event time."""
+    """Last NPS and appointments from other services' touchpoints, newest by event time."""
     updates: dict[UUID, tuple[str, dict]] = {}
     for item in items:
         event, cid = item.event, customer_of[item.event.event_id]
         at = event.occurred_at.isoformat()
         facts = {}
         payload = event.payload
-        if event.type == "loyalty.tier_changed":
-            facts["loyalty_tier"] = payload.to_tier
-        if event.type.startswith("loyalty.") and getattr(payload, "balance_after", None) is not None:
-            facts["points_balance"] = payload.balance_after
         if event.type == "survey.answered" and payload.nps is not None:
             facts["last_nps"] = {"nps": payload.nps, "csat": payload.csat, "store_id": event.store_id,
                                  "staff_id": payload.staff_id, "answered_at": at}
@@ -185,8 +181,8 @@ def set_fact(cur, tenant_id: str, customer_id: UUID, name: str, value, at: datet
     cur.execute("select facts from identity.customer_facts where customer_id = %s for update", (customer_id,))
     row = cur.fetchone()
     facts = dict(row[0]) if row else {}
-    if name in facts and facts[name]["at"] >= at.isoformat():
-        return  # a late score never replaces a newer one
+    if name in facts and facts[name]["at"] > at.isoformat():
+        return  # a late score never replaces a newer one (of equal times, the later delivered wins)
     facts[name] = {"value": value, "at": at.isoformat()}
     upsert_facts(cur, customer_id, tenant_id, facts)
 

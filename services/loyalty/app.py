@@ -1,9 +1,12 @@
-"""Loyalty's composition root. The foundation gives it its schema, outbox and relay, health and
-readiness; its domain arrives with its own issue."""
+"""Loyalty's composition root: program, members, redemptions, adjustments and liability routes; the
+consumers that earn and reverse points and follow identity; the clock that expires points and holds
+and reviews tiers."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from services.loyalty import api
+from services.loyalty.clock import LoyaltyClock
 from services.loyalty.consumers import consumer_specs
 from services.loyalty.settings import LoyaltySettings
 from shared.runtime import service_app
@@ -13,7 +16,9 @@ def create_app(settings: LoyaltySettings | None = None):
     settings = settings or LoyaltySettings()
     return service_app(
         settings=settings, title="loyalty",
-        description="Membership tiers (silver, gold, diamond, VIP) and the points ledger.",
+        description="Membership tiers (silver, gold, diamond, VIP) on points earned, and the exact points ledger.",
+        routers=list(api.ROUTERS),
         consumers=lambda db: consumer_specs(db, settings),
+        workers=lambda db: [LoyaltyClock(db, settings.clock_interval_s)],
         migrations_dir=Path(__file__).parent / "migrations",
     )

@@ -19,7 +19,6 @@ Text = Annotated[str, Field(max_length=2000)]
 ShortText = Annotated[str, Field(max_length=200)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 MinorUnits = Annotated[int, Field(ge=0, description="Amount in minor units (fen, cents).")]
-Tier = Literal["none", "silver", "gold", "diamond", "vip"]
 
 
 # 1. Ad exposure
@@ -245,31 +244,18 @@ class ComplaintFiled(Touchpoint):
     payload: ComplaintFiledPayload
 
 
-# Loyalty
-class LoyaltyPointsEarnedPayload(Payload):
-    points: Annotated[int, Field(ge=1)]
-    reason: ShortText
-    source_event_id: UUID | None = None
-    balance_after: int | None = Field(None, description="The member's balance after this entry.")
+# Referral: the envelope's identifiers are the referrer's (who earns for it)
+class ReferralConvertedPayload(Payload):
+    referral_id: Slug
+    referred_order_id: Slug | None = None
 
 
-class LoyaltyPointsEarned(Touchpoint):
-    type: Literal["loyalty.points_earned"] = "loyalty.points_earned"
+class ReferralConverted(Touchpoint):
+    """Someone the customer referred became a paying customer."""
+
+    type: Literal["referral.converted"] = "referral.converted"
     schema_version: Literal[1] = 1
-    payload: LoyaltyPointsEarnedPayload
-
-
-class LoyaltyTierChangedPayload(Payload):
-    from_tier: Tier
-    to_tier: Tier
-    reason: ShortText
-    balance_after: int | None = None
-
-
-class LoyaltyTierChanged(Touchpoint):
-    type: Literal["loyalty.tier_changed"] = "loyalty.tier_changed"
-    schema_version: Literal[1] = 1
-    payload: LoyaltyTierChangedPayload
+    payload: ReferralConvertedPayload
 
 
 # Profile and consent, from any channel (app sign-up, POS registration, import)
@@ -333,6 +319,6 @@ JOURNEY = (
     MembershipInvited,
 )
 TOUCHPOINT_TYPES: tuple[type[Touchpoint], ...] = JOURNEY + (
-    PurchaseCompleted, RefundIssued, ComplaintFiled, LoyaltyPointsEarned, LoyaltyTierChanged,
+    PurchaseCompleted, RefundIssued, ComplaintFiled, ReferralConverted,
     ProfileUpdated, ConsentChanged,
 ) + BOOKING_TOUCHPOINT_TYPES

@@ -125,6 +125,30 @@ def test_the_front_desk_books_through_the_booking_service_and_its_touchpoints_re
     assert {s["timezone"] for s in stores} >= {"Asia/Shanghai", "Australia/Sydney"}
 
 
+def test_a_purchase_earns_points_at_the_simulated_chains_rate_and_the_360_shows_them(stack):
+    """Stores may be closed at this hour in every zone, so the purchase is posted by hand."""
+    event = {"event_id": str(uuid.uuid4()), "type": "purchase.completed",
+             "occurred_at": datetime.now(UTC).isoformat(), "channel": "pos", "store_id": "syd-surryhills",
+             "identifiers": [{"type": "phone", "value": "+61 412 555 077"}],
+             "payload": {"order_id": "e2e-aud", "amount_minor": 10_000, "currency": "AUD"}}
+    response = httpx.post(stack.url("identity") + "/v1/touchpoints", json={"events": [event]}, headers=stack.headers)
+    assert response.json()["accepted"] == 1
+
+    def points():
+        found = httpx.get(stack.url("identity") + "/v1/customers/lookup", headers=stack.headers,
+                          params={"type": "phone", "value": "+61412555077"})
+        if found.status_code != 200:
+            return None
+        view = found.json()
+        return view if view["loyalty"]["points_balance"] else None
+
+    view = wait_for(points, 60)
+    assert view, "the purchase's points did not reach the customer 360"
+    assert view["loyalty"] == {"tier": "silver", "points_balance": 470}  # A$100 at the simulator's 4.7
+    member = httpx.get(f"{stack.url('loyalty')}/v1/members/{view['customer_id']}", headers=stack.headers).json()
+    assert member["balance"] == 470 and member["expiring"]["next_90_days"] == 0
+
+
 def test_a_touchpoint_posted_by_hand_is_readable_from_insights_with_its_customer(stack):
     event_id = str(uuid.uuid4())
     event = {"event_id": event_id, "type": "consultation.held", "occurred_at": datetime.now(UTC).isoformat(),

@@ -1,0 +1,209 @@
+"""Members and their ledger in Postgres: find and lock a member (following merges), post entries
+idempotently, and refresh what the ledger implies (lots, debt, balance, tier) in the same transaction,
+announcing each change through the outbox."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import psycopg2.extras
+
+from services.loyalty import ledger
+from services.loyalty.program import Program
+from shared.bus.outbox import enqueue
+from shared.errors import NotFound
+from shared.events.loyalty import (
+    PointsAdjusted, PointsAdjustedPayload, PointsEarned, PointsEarnedPayload, PointsExpired, PointsPayload,
+    PointsRedeemed, PointsRedeemedPayload, PointsReversed, PointsReversedPayload, TierChanged, TierChangedPayload,
+)
+from shared.topics import LOYALTY_CHANGES
+
+SCHEMA = "loyalty"
+MEMBER_COLUMNS = "tenant_id, customer_id, status, merged_into, tier, tier_since, balance, debt, next_review_at"
+ENTRY_COLUMNS = ("entry_id, kind, points, occurred_at, store_id, lot_key, expires_at, qualifying, qualifies_at, seq, "
+                 "source_event_id, source_type, source_ref, reason")
+
+
+@dataclass
+class Posting:
+    """An entry to append, with what it is about (idempotent on `idem_key` within the tenant)."""
+
+    entry: ledger.Entry
+    idem_key: str
+    source_type: str | None = None
+    source_event_id: UUID | None = None
+    source_ref: str | None = None
+    reason: str | None = None
+    actor: str | None = None
+    amount_minor: int | None = None
+    announce: dict | None = None  # extra payload fields for the event (redemption_id, reversed entry …)
+
+
+def member_row(row) -> dict:
+    return dict(zip(MEMBER_COLUMNS.split(", "), row))
+
+
+def canonical_ids(cur, customer_ids: set[UUID]) -> dict[UUID, UUID]:
+    """Each id's current member id: merged ids follow merged_into (kept compressed to one hop)."""
+    if not customer_ids:
+        return {}
+    cur.execute("select customer_id, merged_into from members where customer_id = any(%s) and status = 'merged'",
+                (list(customer_ids),))
+    merged = dict(cur.fetchall())
+    return {cid: merged.get(cid, cid) for cid in customer_ids}
+
+
+def lock(cur, tenant_id: str, customer_ids: set[UUID], program: Program | None, now: datetime,
+         enrol: bool = True) -> dict[UUID, dict]:
+    """Lock the members these ids resolve to, enrolling new ones (at the entry tier) when `enrol`.
+    Returns requested id -> member row (possibly the survivor of a merge, or an erased member)."""
+    for _ in range(5):  # a merge may move an id between the read and the lock: then look again
+        canonical = canonical_ids(cur, customer_ids)
+        targets = sorted(set(canonical.values()), key=str)
+        enrolled = set()
+        if enrol and targets:
+            entry_tier = program.tiers[0].name
+            cur.execute("insert into members (tenant_id, customer_id, tier, tier_since, next_review_at) "
+                        "select %s, unnest(%s::uuid[]), %s, %s, %s on conflict do nothing returning customer_id",
+                        (tenant_id, targets, entry_tier, now, program.next_review(now)))
+            enrolled = {r[0] for r in cur.fetchall()}
+        cur.execute(f"select {MEMBER_COLUMNS} from members where customer_id = any(%s) and tenant_id = %s "
+                    "order by customer_id for update", (targets, tenant_id))
+        rows = {r["customer_id"]: {**r, "enrolled": r["customer_id"] in enrolled}
+                for r in map(member_row, cur.fetchall())}
+        if all(r["status"] != "merged" for r in rows.values()):
+            return {cid: rows[target] for cid, target in canonical.items() if target in rows}
+    raise RuntimeError("members kept merging while being locked")
+
+
+def get_member(cur, tenant_id: str, customer_id: UUID, for_update: bool = False) -> dict:
+    """The active member this id resolves to, or NotFound with the reason."""
+    cur.execute(f"select {MEMBER_COLUMNS} from members where tenant_id = %s and customer_id = "
+                "coalesce((select merged_into from members where customer_id = %s and status = 'merged'), %s)"
+                + (" for update" if for_update else ""), (tenant_id, customer_id, customer_id))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"unknown member {customer_id}: no points were ever earned or adjusted for this customer")
+    member = member_row(row)
+    if member["status"] == "erased":
+        raise NotFound(f"member {customer_id} was erased")
+    return member
+
+
+def entries_of(cur, customer_ids: list[UUID]) -> dict[UUID, list[ledger.Entry]]:
+    found: dict[UUID, list[ledger.Entry]] = {cid: [] for cid in customer_ids}
+    if not customer_ids:
+        return found
+    cur.execute(f"select customer_id, {ENTRY_COLUMNS} from entries where customer_id = any(%s)", (customer_ids,))
+    for row in cur.fetchall():
+        found[row[0]].append(to_entry(row[1:]))
+    return found
+
+
+def to_entry(row) -> ledger.Entry:
+    (entry_id, kind, points, occurred_at, store_id, lot_key, expires_at, qualifying, qualifies_at, seq) = row[:10]
+    return ledger.Entry(entry_id, kind, points, occurred_at, store_id, lot_key, expires_at, qualifying,
+                        qualifies_at, seq)
+
+
+def post(cur, tenant_id: str, customer_id: UUID, postings: list[Posting]) -> list[Posting]:
+    """Append entries; returns those that were new (a posting whose idem_key exists is a redelivery)."""
+    if not postings:
+        return []
+    rows = psycopg2.extras.execute_values(
+        cur,
+        "insert into entries (entry_id, tenant_id, customer_id, kind, points, qualifying, qualifies_at, lot_key, "
+        "expires_at, store_id, occurred_at, source_type, source_event_id, source_ref, reason, actor, amount_minor, "
+        "idem_key) values %s on conflict (tenant_id, idem_key) do nothing returning entry_id",
+        [(p.entry.entry_id, tenant_id, customer_id, p.entry.kind, p.entry.points, p.entry.qualifying,
+          p.entry.qualifies_at, p.entry.lot_key, p.entry.expires_at, p.entry.store_id, p.entry.occurred_at,
+          p.source_type, p.source_event_id, p.source_ref, p.reason, p.actor, p.amount_minor, p.idem_key)
+         for p in postings],
+        fetch=True,
+    )
+    new = {r[0] for r in rows}
+    return [p for p in postings if p.entry.entry_id in new]
+
+
+def refresh(cur, program: Program, member: dict, now: datetime, posted: list[Posting],
+            tier_reason: str = "earned") -> dict:
+    """Recompute lots, debt and balance from the member's whole ledger, upgrade the tier if the window
+    now qualifies, store it all and announce the new entries and any tier change. Returns the member."""
+    cid = member["customer_id"]
+    entries = entries_of(cur, [cid])[cid]
+    state = ledger.holdings(entries)
+    cur.execute("delete from lots where customer_id = %s", (cid,))
+    cur.execute("delete from debts where customer_id = %s", (cid,))
+    if state.lots:
+        psycopg2.extras.execute_values(
+            cur, "insert into lots (tenant_id, customer_id, lot_key, store_id, earned_at, expires_at, remaining) "
+                 "values %s", [(member["tenant_id"], cid, lot.lot_key, lot.store_id, lot.earned_at, lot.expires_at,
+                                lot.remaining) for lot in state.lots.values()])
+    if state.debt_by_store:
+        psycopg2.extras.execute_values(
+            cur, "insert into debts (tenant_id, customer_id, store_id, points) values %s",
+            [(member["tenant_id"], cid, store or "", points) for store, points in state.debt_by_store.items()])
+    earned = ledger.earned_in_window(entries, program.window_start(now))
+    old_tier, tier, since = member["tier"], member["tier"], member["tier_since"]
+    if member["status"] == "active" and program.rank(program.qualified(earned).name) > program.rank(old_tier):
+        tier, since = program.qualified(earned).name, now
+    cur.execute("update members set balance = %s, debt = %s, tier = %s, tier_since = %s, updated_at = %s "
+                "where customer_id = %s", (state.balance, state.debt, tier, since, now, cid))
+    updated = {**member, "balance": state.balance, "debt": state.debt, "tier": tier, "tier_since": since}
+    if member["status"] == "active":
+        events = announcements(updated, posted, now)
+        if member.get("enrolled"):  # readers learn the entry tier too, not only later changes
+            before = updated["balance"] - sum(p.entry.points for p in posted)
+            events.insert(0, tier_changed({**updated, "tier": old_tier, "balance": before}, None, "enrolled", 0, now))
+        if tier != old_tier:
+            events.append(tier_changed(updated, old_tier, f"{tier_reason}: {earned} points earned in "
+                                                          f"{program.window_months} months", earned, now))
+        enqueue(cur, SCHEMA, [(LOYALTY_CHANGES, str(cid), e) for e in events])
+    return updated
+
+
+def set_tier(cur, program: Program, member: dict, tier: str, reason: str, earned: int, now: datetime) -> None:
+    cur.execute("update members set tier = %s, tier_since = %s, next_review_at = %s where customer_id = %s",
+                (tier, now, program.next_review(now), member["customer_id"]))
+    updated = {**member, "tier": tier}
+    enqueue(cur, SCHEMA, [(LOYALTY_CHANGES, str(member["customer_id"]),
+                           tier_changed(updated, member["tier"], reason, earned, now))])
+
+
+def tier_changed(member: dict, old_tier: str | None, reason: str, earned: int, now: datetime) -> TierChanged:
+    return TierChanged(**_envelope(member, now), payload=TierChangedPayload(
+        from_tier=old_tier, to_tier=member["tier"], reason=reason, earned_in_window=earned,
+        balance_after=member["balance"]))
+
+
+def announcements(member: dict, posted: list[Posting], now: datetime) -> list:
+    """One event per new entry, each with the balance right after it (entries in posting order)."""
+    events = []
+    balance = member["balance"] - sum(p.entry.points for p in posted)
+    for p in posted:
+        e = p.entry
+        balance += e.points
+        common = {"points": abs(e.points), "balance_after": balance, "store_id": e.store_id, "entry_id": e.entry_id}
+        envelope = _envelope(member, now)
+        if e.kind == "earn":
+            events.append(PointsEarned(**envelope, payload=PointsEarnedPayload(
+                **common, source_event_id=p.source_event_id, source_type=p.source_type or "adjustment",
+                expires_at=e.expires_at)))
+        elif e.kind == "redeem":
+            events.append(PointsRedeemed(**envelope, payload=PointsRedeemedPayload(**common, **p.announce)))
+        elif e.kind == "expire":
+            events.append(PointsExpired(**envelope, payload=PointsPayload(**common)))
+        elif e.kind == "reverse":
+            events.append(PointsReversed(**envelope, payload=PointsReversedPayload(
+                **common, source_event_id=p.source_event_id, **p.announce)))
+        elif e.points:  # adjust, transfer_in, transfer_out
+            events.append(PointsAdjusted(**envelope, payload=PointsAdjustedPayload(
+                points=e.points, balance_after=balance, entry_id=e.entry_id, reason=p.announce["reason"])))
+    return events
+
+
+def _envelope(member: dict, now: datetime) -> dict:
+    return {"event_id": uuid.uuid4(), "occurred_at": now, "recorded_at": now, "tenant_id": member["tenant_id"],
+            "source": SCHEMA, "customer_id": member["customer_id"]}
