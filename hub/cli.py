@@ -57,6 +57,8 @@ def simulate(
                                                          "catalogue and book through it.")] = None,
     loyalty_url: Annotated[str | None, typer.Option(help="Base URL of the loyalty service: set the chain's "
                                                          "program (rules, exchange rates) first.")] = None,
+    feedback_url: Annotated[str | None, typer.Option(help="Base URL of the feedback service: set the stores' "
+                                                          "business hours and case owners first.")] = None,
 ):
     """Post a simulated chain's touchpoints to the ingestion API (and book through the booking API)."""
     from hub.simulate import run as run_simulation
@@ -69,7 +71,7 @@ def simulate(
             typer.echo(f"ingestion answered {getattr(result, 'status_code', result)}", err=True)
 
     sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report, booking_url=booking_url,
-                          loyalty_url=loyalty_url)
+                          loyalty_url=loyalty_url, feedback_url=feedback_url)
     typer.echo(f"accepted {sent} touchpoints")
 
 

@@ -195,7 +195,7 @@ def run(home: Path, simulate: bool, rate: float, ready_timeout_s: float = 90) ->
             stack.children["simulator"] = spawn(
                 [sys.executable, "-m", "hub", "simulate", "--rate", str(rate),
                  "--identity-url", stack.url("identity"), "--booking-url", stack.url("booking"),
-                 "--loyalty-url", stack.url("loyalty"),
+                 "--loyalty-url", stack.url("loyalty"), "--feedback-url", stack.url("feedback"),
                  "--api-key", stack.demo_key],
                 env=stack.env, log_path=home / "logs" / "simulator.log")
             console.print(f"Simulated chain: ~{rate:g} touchpoints/s (log: {home / 'logs' / 'simulator.log'})")

@@ -243,15 +243,33 @@ LOYALTY_PROGRAM = {
     "exchange_rates": {"AUD": 4.7},
     "earn_rules": {"booking.completed": {"per_unit": 1}, "purchase.completed": {"per_unit": 1},
                    "service.performed": {"per_unit": 1}, "survey.answered": {"fixed": 50},
+                   "feedback.survey_answered": {"fixed": 50},
                    "referral.converted": {"fixed": 500}},
 }
 
 
+def store_hours(store: Store) -> dict:
+    """Feedback's view of a store: when its manager can answer a case."""
+    return {"timezone": store.zone, "manager": f"{store.store_id}-manager",
+            "hours": {d: [{"start": f"{store.opens:02d}:00", "end": f"{store.closes:02d}:00"}]
+                      for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+
+
+def set_up_services(headers: dict, loyalty_url: str | None, feedback_url: str | None) -> None:
+    if loyalty_url:
+        httpx.put(f"{loyalty_url}/v1/program", json=LOYALTY_PROGRAM, headers=headers, timeout=30).raise_for_status()
+    if feedback_url:
+        for store in STORES:
+            httpx.put(f"{feedback_url}/v1/stores/{store.store_id}/hours", json=store_hours(store), headers=headers,
+                      timeout=30).raise_for_status()
+
+
 def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, seed: int,
-        on_batch=None, booking_url: str | None = None, loyalty_url: str | None = None) -> int:
+        on_batch=None, booking_url: str | None = None, loyalty_url: str | None = None,
+        feedback_url: str | None = None) -> int:
     """Post events at about `rate` per second until `duration_s` (forever when None); with `booking_url`,
     also set up the booking catalogue and run the front desk (about two booking actions per second); with
-    `loyalty_url`, set the chain's loyalty program first."""
+    `loyalty_url` and `feedback_url`, set the chain's loyalty program and its stores' hours first."""
     from hub.simulate_booking import FrontDesk, seed_catalogue
 
     chain = Chain(random.Random(seed))
@@ -261,8 +279,7 @@ def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, 
     with httpx.Client(base_url=identity_url, headers=headers, timeout=30) as client, \
             httpx.Client(base_url=booking_url or identity_url, headers=headers, timeout=30) as desk_client:
         desk = None
-        if loyalty_url:
-            httpx.put(f"{loyalty_url}/v1/program", json=LOYALTY_PROGRAM, headers=headers, timeout=30).raise_for_status()
+        set_up_services(headers, loyalty_url, feedback_url)
         if booking_url:
             seed_catalogue(desk_client)
             desk = FrontDesk(desk_client, chain, random.Random(seed + 1))

@@ -28,3 +28,9 @@ class Invalid(DomainError):
     """Well-formed but impossible: a time the clocks skip, a slot outside opening hours."""
 
     status = 422
+
+
+class Gone(DomainError):
+    """It existed but can no longer be used (an expired survey link)."""
+
+    status = 410

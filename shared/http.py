@@ -80,6 +80,9 @@ def install_tracing(app: FastAPI, service: str) -> None:
             with t.start_as_current_span(f"{request.method} {request.url.path}", kind=trace.SpanKind.SERVER) as span:
                 response = await call_next(request)
                 span.set_attribute("http.status_code", response.status_code)
+                route = request.scope.get("route")
+                if route is not None:  # the template, not the path: ids and link tokens stay out of traces
+                    span.update_name(f"{request.method} {route.path}")
                 return response
         finally:
             otel_context.detach(token)

@@ -48,10 +48,11 @@ TOUCHPOINTS_RESOLVED = TopicSpec(
     partitions=12,
     key="customer_id",
     producers=("identity",),
-    consumers=("insights", "booking", "loyalty"),
+    consumers=("insights", "booking", "loyalty", "feedback"),
     why="Touchpoints carrying their canonical customer_id, keyed by it so one customer's events stay in "
         "order for every downstream processor; booking learns from it whose appointment each booking is; "
-        "loyalty earns and reverses points from it.",
+        "loyalty earns and reverses points from it; feedback invites to surveys after visits and opens "
+        "cases on complaints.",
     public=True,
 )
 
@@ -101,10 +102,23 @@ LOYALTY_CHANGES = TopicSpec(
     public=True,
 )
 
+FEEDBACK_CHANGES = TopicSpec(
+    name="feedback.changes",
+    partitions=6,
+    key="customer_id (the response id for an anonymous kiosk answer)",
+    producers=("feedback",),
+    consumers=("identity", "loyalty"),
+    why="Survey invitations for the message channel to deliver, answers with their scores, and complaint "
+        "cases opened, breaching their SLA and resolved: identity keeps the last NPS in the 360, loyalty "
+        "awards points for answers; insights and subscribers read it.",
+    carries="feedback",
+    public=True,
+)
+
 REGISTRY: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (TOUCHPOINTS_RAW, TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES, ERASURE_CONFIRMATIONS, CUSTOMERS_SCORES,
-                 LOYALTY_CHANGES)
+                 LOYALTY_CHANGES, FEEDBACK_CHANGES)
 }
 
 

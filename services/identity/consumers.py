@@ -10,10 +10,11 @@ from services.identity.settings import IdentitySettings
 from shared.bus.consumer import Delivery
 from shared.db import Database
 from shared.events import ErasureConfirmed
+from shared.events.feedback import SurveyAnswered
 from shared.events.loyalty import LoyaltyEvent, TierChanged
 from shared.events.scores import CustomerChurnRiskChanged, CustomerLifecycleChanged
 from shared.runtime import ConsumerSpec
-from shared.topics import CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, LOYALTY_CHANGES, TOUCHPOINTS_RAW
+from shared.topics import CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, FEEDBACK_CHANGES, LOYALTY_CHANGES, TOUCHPOINTS_RAW
 
 
 def record_confirmations(deliveries: list[Delivery], db: Database) -> None:
@@ -46,6 +47,17 @@ def record_loyalty(deliveries: list[Delivery], db: Database) -> None:
                 projection.set_fact(cur, e.tenant_id, e.customer_id, "loyalty_tier", e.payload.to_tier, e.occurred_at)
 
 
+def record_feedback(deliveries: list[Delivery], db: Database) -> None:
+    """The last survey answer (NPS, CSAT) into the 360; cases and invitations are not the hub's to keep."""
+    with db.transaction() as cur:
+        for e in (d.event for d in deliveries):
+            if isinstance(e, SurveyAnswered) and e.customer_id and e.payload.nps is not None:
+                p = e.payload
+                projection.set_fact(cur, e.tenant_id, e.customer_id, "last_nps", {
+                    "nps": p.nps, "csat": p.csat, "store_id": p.store_id, "staff_id": p.staff_id,
+                    "answered_at": e.occurred_at.isoformat()}, e.occurred_at)
+
+
 def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(TOUCHPOINTS_RAW, "identity-resolver",
@@ -54,4 +66,5 @@ def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> li
         ConsumerSpec(ERASURE_CONFIRMATIONS, "identity-erasure", partial(record_confirmations, db=db)),
         ConsumerSpec(CUSTOMERS_SCORES, "identity-scores", partial(record_scores, db=db)),
         ConsumerSpec(LOYALTY_CHANGES, "identity-loyalty", partial(record_loyalty, db=db)),
+        ConsumerSpec(FEEDBACK_CHANGES, "identity-feedback", partial(record_feedback, db=db)),
     ]

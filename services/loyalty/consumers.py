@@ -7,7 +7,7 @@ from services.loyalty import handlers
 from services.loyalty.settings import LoyaltySettings
 from shared.db import Database
 from shared.runtime import ConsumerSpec
-from shared.topics import CUSTOMERS_CHANGES, TOUCHPOINTS_RESOLVED
+from shared.topics import CUSTOMERS_CHANGES, FEEDBACK_CHANGES, TOUCHPOINTS_RESOLVED
 
 
 def consumer_specs(db: Database, settings: LoyaltySettings) -> list[ConsumerSpec]:
@@ -15,4 +15,5 @@ def consumer_specs(db: Database, settings: LoyaltySettings) -> list[ConsumerSpec
         ConsumerSpec(CUSTOMERS_CHANGES, "loyalty-customers",
                      partial(handlers.apply_customer_changes, db=db, settings=settings)),
         ConsumerSpec(TOUCHPOINTS_RESOLVED, "loyalty-points", partial(handlers.apply_touchpoints, db=db)),
+        ConsumerSpec(FEEDBACK_CHANGES, "loyalty-surveys", partial(handlers.apply_touchpoints, db=db)),
     ]

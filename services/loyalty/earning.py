@@ -25,7 +25,8 @@ def is_relevant(event: Touchpoint, program: Program) -> bool:
     return event.type in program.earn_rules or event.type in REVERSALS
 
 
-def earn(cur, program: Program, member: dict, event: Touchpoint) -> list[Posting]:
+def earn(cur, program: Program, member: dict, event) -> list[Posting]:
+    """Points for a touchpoint (or a feedback answer) by the program's rule for its type."""
     amount = getattr(event.payload, programs.AMOUNT_FIELD, None)
     try:
         points = program.points_for(event.type, amount, member["tier"], getattr(event.payload, "currency", None))
@@ -34,7 +35,8 @@ def earn(cur, program: Program, member: dict, event: Touchpoint) -> list[Posting
     if points <= 0:
         return []
     entry_id = uuid.uuid4()
-    entry = ledger.Entry(entry_id, "earn", points, event.occurred_at, event.store_id, lot_key=entry_id,
+    store_id = getattr(event, "store_id", None) or getattr(event.payload, "store_id", None)  # feedback: payload
+    entry = ledger.Entry(entry_id, "earn", points, event.occurred_at, store_id, lot_key=entry_id,
                          expires_at=program.expires_at(event.occurred_at), qualifying=points,
                          qualifies_at=event.occurred_at)
     return [Posting(entry, f"earn:{event.event_id}", event.type, event.event_id,

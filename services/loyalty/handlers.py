@@ -15,6 +15,7 @@ from shared.bus.outbox import enqueue
 from shared.db import Database
 from shared.erasure import EraseStatement, customer_change, erase_customers
 from shared.events import CustomerErased, CustomerMerged, CustomerSplit, Touchpoint, utcnow
+from shared.events.feedback import SurveyAnswered
 from shared.topics import ERASURE_CONFIRMATIONS
 
 SERVICE = "loyalty"
@@ -63,7 +64,8 @@ class Batch:
 
 
 def apply_touchpoints(deliveries: list[Delivery], db: Database) -> None:
-    events = [d.event for d in deliveries if isinstance(d.event, Touchpoint) and d.event.customer_id]
+    """Earn and reverse from resolved touchpoints and from feedback's survey answers (the same rules)."""
+    events = [d.event for d in deliveries if isinstance(d.event, Touchpoint | SurveyAnswered) and d.event.customer_id]
     if not events:
         return
     with db.transaction() as cur:

@@ -33,6 +33,7 @@ class EarnRule(BaseModel):
 
 
 AMOUNT_FIELD = "amount_minor"
+EARNING_EVENTS = {"feedback.survey_answered"}  # not touchpoints, but they earn like them
 # What a touchpoint's earn is reversed by, and how the two are matched.
 REVERSALS = {"refund.issued": "order_id", "booking.cancelled": "appointment_id", "booking.no_show": "appointment_id"}
 EARN_REFERENCE = {"purchase.completed": "order_id", "booking.completed": "appointment_id"}
@@ -53,7 +54,8 @@ class Program(BaseModel):
     timezone: str = Field("Asia/Shanghai", description="Where review days start (IANA).")
     earn_rules: dict[str, EarnRule] = Field(default_factory=lambda: {
         "booking.completed": EarnRule(per_unit=1), "purchase.completed": EarnRule(per_unit=1),
-        "survey.answered": EarnRule(fixed=50), "referral.converted": EarnRule(fixed=500),
+        "survey.answered": EarnRule(fixed=50), "feedback.survey_answered": EarnRule(fixed=50),
+        "referral.converted": EarnRule(fixed=500),
     })
     expiry_months: Annotated[int, Field(ge=1, le=120)] = 12
     hold_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 15
@@ -76,7 +78,7 @@ class Program(BaseModel):
     @classmethod
     def _earning_types(cls, rules: dict[str, EarnRule]) -> dict[str, EarnRule]:
         from shared.events import TOUCHPOINT_TYPE_NAMES
-        unknown = sorted(set(rules) - TOUCHPOINT_TYPE_NAMES)
+        unknown = sorted(set(rules) - TOUCHPOINT_TYPE_NAMES - EARNING_EVENTS)
         if unknown:
             raise ValueError(f"earn rules for unknown touchpoint types: {', '.join(unknown)}")
         return rules

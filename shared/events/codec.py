@@ -9,13 +9,14 @@ from pydantic import ValidationError
 
 from shared.events.base import Event
 from shared.events.customers import CUSTOMER_EVENT_TYPES
+from shared.events.feedback import FEEDBACK_EVENT_TYPES
 from shared.events.loyalty import LOYALTY_EVENT_TYPES
 from shared.events.scores import SCORE_EVENT_TYPES
 from shared.events.touchpoints import TOUCHPOINT_TYPES
 from shared.events.upcasters import UPCASTERS
 
 EVENT_TYPES: dict[str, type[Event]] = {m.type_name(): m for m in TOUCHPOINT_TYPES + CUSTOMER_EVENT_TYPES + SCORE_EVENT_TYPES
-                                    + LOYALTY_EVENT_TYPES}
+                                    + LOYALTY_EVENT_TYPES + FEEDBACK_EVENT_TYPES}
 TOUCHPOINT_TYPE_NAMES = frozenset(m.type_name() for m in TOUCHPOINT_TYPES)
 
 

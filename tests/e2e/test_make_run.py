@@ -149,6 +149,25 @@ def test_a_purchase_earns_points_at_the_simulated_chains_rate_and_the_360_shows_
     assert member["balance"] == 470 and member["expiring"]["next_90_days"] == 0
 
 
+def test_a_complaint_opens_a_case_owned_by_the_stores_manager_on_sydney_business_hours(stack):
+    event = {"event_id": str(uuid.uuid4()), "type": "complaint.filed", "occurred_at": datetime.now(UTC).isoformat(),
+             "channel": "phone", "store_id": "syd-surryhills", "identifiers": [{"type": "phone", "value": "+61 412 555 078"}],
+             "payload": {"category": "waiting_time", "severity": "high"}}
+    response = httpx.post(stack.url("identity") + "/v1/touchpoints", json={"events": [event]}, headers=stack.headers)
+    assert response.json()["accepted"] == 1
+
+    def opened():
+        cases = httpx.get(stack.url("feedback") + "/v1/cases", headers=stack.headers,
+                          params={"store_id": "syd-surryhills"}).json()["items"]
+        return [c for c in cases if c["reason"] == "complaint:waiting_time"]
+
+    cases = wait_for(opened, 60)
+    assert cases, "the complaint opened no case"
+    assert (cases[0]["owner"], cases[0]["priority"]) == ("syd-surryhills-manager", "high")
+    hours = httpx.get(stack.url("feedback") + "/v1/stores/syd-surryhills/hours", headers=stack.headers).json()
+    assert hours["timezone"] == "Australia/Sydney"
+
+
 def test_a_touchpoint_posted_by_hand_is_readable_from_insights_with_its_customer(stack):
     event_id = str(uuid.uuid4())
     event = {"event_id": event_id, "type": "consultation.held", "occurred_at": datetime.now(UTC).isoformat(),

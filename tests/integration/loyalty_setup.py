@@ -46,7 +46,7 @@ def refund(customer_id, order_id: str, amount_minor: int, **kw):
 def deliver(client, *events) -> None:
     """Hand events to the consumer that would read them, as one batch."""
     deliveries = [Delivery(e, "t", 0, i, {}) for i, e in enumerate(events)]
-    if events and events[0].topic_kind == "touchpoint":
+    if events and events[0].topic_kind in ("touchpoint", "feedback"):
         handlers.apply_touchpoints(deliveries, db=client.app.state.db)
     else:
         handlers.apply_customer_changes(deliveries, db=client.app.state.db, settings=client.app.state.settings)

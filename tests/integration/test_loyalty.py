@@ -32,6 +32,20 @@ def test_points_are_earned_from_services_purchases_surveys_and_referrals(loyalty
     ledger_is_exact(loyalty)
 
 
+def test_an_answer_to_a_feedback_survey_earns_like_a_touchpoint(loyalty):
+    from shared.events.feedback import SurveyAnswered, SurveyAnsweredPayload
+    from tests.integration.loyalty_setup import envelope
+
+    cid = uuid.uuid4()
+    answered = SurveyAnswered(**{**envelope(cid), "source": "feedback"}, payload=SurveyAnsweredPayload(
+        response_id=uuid.uuid4(), source="link", store_id="s-survey", nps=9))
+    deliver(loyalty, answered)
+    deliver(loyalty, answered)
+    entries = ok(loyalty.get(f"/v1/members/{cid}/ledger", headers=DEMO))["items"]
+    assert [(e["kind"], e["points"], e["store_id"], e["source_type"]) for e in entries] == [
+        ("earn", 50, "s-survey", "feedback.survey_answered")]
+
+
 def test_every_source_event_redelivered_leaves_the_same_ledger(loyalty):
     cid = uuid.uuid4()
     bought = purchase(cid, 300_000, order_id="o-redeliver")
