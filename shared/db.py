@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
 
 log = logging.getLogger(__name__)
 psycopg2.extras.register_uuid()
@@ -23,26 +22,51 @@ class DatabaseBusy(RuntimeError):
 
 
 class Database:
-    """Owns a connection pool; built by a composition root, never at import time."""
+    """Owns a connection pool; built by a composition root, never at import time.
+
+    Callers beyond `maxconn` queue (up to `wait_s`) instead of failing. Returned connections stay open
+    for the next caller, up to `keep_idle` of them: psycopg2's own pool closes every connection beyond
+    `minconn`, so each concurrent request paid for a new Postgres backend."""
 
     def __init__(self, dsn: str, *, minconn: int = 1, maxconn: int = 8, application_name: str = "hub",
-                 wait_s: float = 30, search_path: str | None = None):
+                 wait_s: float = 30, search_path: str | None = None, keep_idle: int | None = None):
         self.dsn = dsn
         # A service's own schema first, so its SQL names its tables unqualified.
         options = {"options": f"-c search_path={search_path},public"} if search_path else {}
-        self._pool = psycopg2.pool.ThreadedConnectionPool(
-            minconn, maxconn, dsn, application_name=application_name, connect_timeout=5, **options
-        )
-        # psycopg2's pool raises when exhausted; more request threads than connections must queue instead.
+        self._connect_kwargs = {"application_name": application_name, "connect_timeout": 5, **options}
         self._slots = threading.BoundedSemaphore(maxconn)
         self._wait_s = wait_s
+        self._keep_idle = maxconn // 2 if keep_idle is None else keep_idle
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._idle_lock = threading.Lock()
+        self._idle.extend(self._connect() for _ in range(min(minconn, maxconn)))  # fail fast on a bad DSN
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        return psycopg2.connect(self.dsn, **self._connect_kwargs)
+
+    def _take(self) -> psycopg2.extensions.connection:
+        with self._idle_lock:
+            while self._idle:
+                conn = self._idle.pop()  # the most recently used: the likeliest to be warm
+                if conn.closed == 0:
+                    return conn
+        return self._connect()
+
+    def _give_back(self, conn, broken: bool) -> None:
+        if not broken and conn.closed == 0:
+            with self._idle_lock:
+                if len(self._idle) < self._keep_idle:
+                    self._idle.append(conn)
+                    return
+        with contextlib.suppress(psycopg2.Error):
+            conn.close()
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         if not self._slots.acquire(timeout=self._wait_s):
             raise DatabaseBusy(f"no database connection free within {self._wait_s:.0f}s")
         try:
-            conn = self._pool.getconn()
+            conn = self._take()
         except BaseException:
             self._slots.release()
             raise
@@ -54,9 +78,11 @@ class Database:
             raise
         finally:
             if not broken and conn.closed == 0:
-                with contextlib.suppress(psycopg2.Error):
+                try:
                     conn.rollback()  # never hand an open transaction back to the pool
-            self._pool.putconn(conn, close=broken or conn.closed != 0)
+                except psycopg2.Error:
+                    broken = True
+            self._give_back(conn, broken)
             self._slots.release()
 
     @contextlib.contextmanager
@@ -81,7 +107,11 @@ class Database:
             return False
 
     def close(self) -> None:
-        self._pool.closeall()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
 
 
 def _lock_key(schema: str) -> int:

@@ -88,8 +88,11 @@ class ServiceRuntime:
             self.workers.append(worker)
 
     def stop(self) -> None:
-        for worker in [*self.workers, *self.consumers]:
-            worker.stop()
+        workers = [*self.workers, *self.consumers]
+        for worker in workers:  # all at once: each consumer takes a while to leave its group
+            worker.signal_stop()
+        for worker in workers:
+            worker.join(15)
         if self.relay:
             self.relay.stop()
         if self.producer:

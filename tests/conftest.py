@@ -9,6 +9,8 @@ Each test gets its own database, topic prefix and ClickHouse database, so tests 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import uuid
 from pathlib import Path
 
@@ -79,18 +81,46 @@ def _with_database(dsn: str, name: str) -> str:
     return make_dsn(**{**parse_dsn(dsn), "dbname": name})
 
 
+class DatabaseJanitor:
+    """Drops the tests' databases on a thread of its own: DROP DATABASE waits for a checkpoint (seconds
+    on a busy machine), which tests need not sit through. The session waits for it at the end."""
+
+    def __init__(self, admin_dsn: str):
+        self.admin_dsn, self.names = admin_dsn, queue.Queue()
+        self.thread = threading.Thread(target=self._drop_all, name="database-janitor", daemon=True)
+        self.thread.start()
+
+    def _drop_all(self) -> None:
+        admin = psycopg2.connect(self.admin_dsn)
+        admin.autocommit = True
+        while (name := self.names.get()) is not None:
+            with admin.cursor() as cur:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+    def finish(self) -> None:
+        self.names.put(None)
+        self.thread.join(300)
+
+
+@pytest.fixture(scope="session")
+def database_janitor(pg_admin_dsn):
+    janitor = DatabaseJanitor(pg_admin_dsn)
+    yield janitor
+    janitor.finish()
+
+
 @pytest.fixture
-def database_url(pg_admin_dsn):
+def database_url(pg_admin_dsn, database_janitor):
     """A brand-new, empty database for one test."""
     name = f"hub_t_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(pg_admin_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'create database "{name}"')
-    yield _with_database(pg_admin_dsn, name)
-    with admin.cursor() as cur:
-        cur.execute(f'drop database if exists "{name}" with (force)')
     admin.close()
+    yield _with_database(pg_admin_dsn, name)
+    database_janitor.names.put(name)
 
 
 @pytest.fixture(scope="session")

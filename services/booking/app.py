@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.booking import api_appointments, api_catalog
-from services.booking.clock import BookingClock
+from services.booking.clock import booking_clock
 from services.booking.consumers import consumer_specs
 from services.booking.settings import BookingSettings
 from shared.runtime import service_app
@@ -18,6 +18,6 @@ def create_app(settings: BookingSettings | None = None):
         description="Stores, staff, resources, services, availability, appointments, waitlist and reminders.",
         routers=[*api_catalog.ROUTERS, *api_appointments.ROUTERS],
         consumers=lambda db: consumer_specs(db, settings),
-        workers=lambda db: [BookingClock(db, settings.clock_interval_s)],
+        workers=lambda db: [booking_clock(db, settings.clock_interval_s)],
         migrations_dir=Path(__file__).parent / "migrations",
     )

@@ -3,13 +3,12 @@ freed time to the next in line), emits reminders that are due and visit-due noti
 vehicles with nothing booked. Rows are claimed with SKIP LOCKED, so several replicas can run it."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 from services.booking import appointments as appts
 from services.booking import events, waitlist
 from services.booking.localtime import zone
-from shared.bus.worker import BackgroundWorker
+from shared.bus.worker import Clock, run_jobs
 from shared.db import Database
 from shared.events.base import utcnow
 from shared.events.booking import BookedSubject
@@ -65,25 +64,13 @@ def send_visit_due(cur, now: datetime) -> int:
     return len(due)
 
 
+JOBS = (("holds_expired", expire_holds), ("reminders_sent", send_reminders), ("visits_due", send_visit_due))
+
+
 def tick(db: Database, now: datetime | None = None) -> dict[str, int]:
     """One pass of every due job, each in its own transaction; returns how many rows each handled."""
-    now = now or utcnow()
-    done = {}
-    for name, job in (("holds_expired", expire_holds), ("reminders_sent", send_reminders),
-                      ("visits_due", send_visit_due)):
-        with db.transaction() as cur:
-            done[name] = job(cur, now)
-    return done
+    return run_jobs(db, JOBS, now or utcnow())
 
 
-class BookingClock(BackgroundWorker):
-    def __init__(self, db: Database, interval_s: float = 1.0, clock: Callable[[], datetime] = utcnow):
-        super().__init__(name="booking-clock")
-        self.db, self.interval_s, self.clock = db, interval_s, clock
-
-    def work(self) -> None:
-        while not self._stopping.is_set():
-            done = tick(self.db, self.clock())
-            self.last_error = None
-            if max(done.values()) < BATCH:  # more due work: go again at once
-                self._stopping.wait(self.interval_s)
+def booking_clock(db: Database, interval_s: float = 1.0) -> Clock:
+    return Clock("booking-clock", db, JOBS, interval_s, BATCH, utcnow)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.feedback import api
-from services.feedback.clock import FeedbackClock
+from services.feedback.clock import feedback_clock
 from services.feedback.consumers import consumer_specs
 from services.feedback.settings import FeedbackSettings
 from shared.runtime import service_app
@@ -19,6 +19,6 @@ def create_app(settings: FeedbackSettings | None = None):
         description="Post-service surveys (NPS, CSAT, ratings per service step) and closed-loop complaint cases.",
         routers=list(api.ROUTERS),
         consumers=lambda db: consumer_specs(db, settings),
-        workers=lambda db: [FeedbackClock(db, settings.clock_interval_s)],
+        workers=lambda db: [feedback_clock(db, settings.clock_interval_s)],
         migrations_dir=Path(__file__).parent / "migrations",
     )

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.timezones import IanaZone
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Clock = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$", description="HH:MM local")]
@@ -31,21 +33,12 @@ class StoreHours(BaseModel):
     """When a store's staff can answer a case. Unknown stores use the tenant default (09:00–18:00 daily)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    timezone: str = "Asia/Shanghai"
+    timezone: IanaZone = "Asia/Shanghai"
     hours: dict[str, tuple[Interval, ...]] = Field(
         default_factory=lambda: {d: (Interval(start="09:00", end="18:00"),) for d in WEEKDAYS})
     holidays: tuple[date, ...] = ()
     manager: Annotated[str, Field(min_length=1, max_length=120)] | None = Field(
         None, description="Who owns the store's cases by default.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r}") from None
-        return value
 
     @field_validator("hours")
     @classmethod

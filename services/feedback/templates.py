@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared import tenant_config
 from shared.errors import Invalid
 from shared.events.base import Slug
 
@@ -118,12 +118,8 @@ DEFAULT = Template(questions=(
 
 
 def load(cur, tenant_id: str) -> Template:
-    cur.execute("select config from survey_templates where tenant_id = %s", (tenant_id,))
-    row = cur.fetchone()
-    return Template.model_validate(row[0]) if row else DEFAULT
+    return tenant_config.load(cur, "survey_templates", tenant_id, Template, DEFAULT)
 
 
 def save(cur, tenant_id: str, template: Template) -> None:
-    cur.execute("insert into survey_templates (tenant_id, config) values (%s, %s) on conflict (tenant_id) do update "
-                "set config = excluded.config, updated_at = now()",
-                (tenant_id, orjson.dumps(template.model_dump(mode="json")).decode()))
+    tenant_config.save(cur, "survey_templates", tenant_id, template)

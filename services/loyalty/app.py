@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.loyalty import api
-from services.loyalty.clock import LoyaltyClock
+from services.loyalty.clock import loyalty_clock
 from services.loyalty.consumers import consumer_specs
 from services.loyalty.settings import LoyaltySettings
 from shared.runtime import service_app
@@ -19,6 +19,6 @@ def create_app(settings: LoyaltySettings | None = None):
         description="Membership tiers (silver, gold, diamond, VIP) on points earned, and the exact points ledger.",
         routers=list(api.ROUTERS),
         consumers=lambda db: consumer_specs(db, settings),
-        workers=lambda db: [LoyaltyClock(db, settings.clock_interval_s)],
+        workers=lambda db: [loyalty_clock(db, settings.clock_interval_s)],
         migrations_dir=Path(__file__).parent / "migrations",
     )

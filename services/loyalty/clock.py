@@ -4,12 +4,11 @@ SKIP LOCKED, so replicas share the work and never post the same expiry twice (it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from services.loyalty import ledger, members, program as programs, redemptions
 from services.loyalty.members import Posting
-from shared.bus.worker import BackgroundWorker
+from shared.bus.worker import Clock, run_jobs
 from shared.db import Database
 from shared.events.base import utcnow
 
@@ -59,24 +58,13 @@ def forget_pending(cur, now: datetime) -> int:
     return cur.rowcount
 
 
+JOBS = (("points_expired", expire_points), ("holds_expired", redemptions.expire_holds),
+        ("tiers_reviewed", review_tiers), ("pending_forgotten", forget_pending))
+
+
 def tick(db: Database, now: datetime | None = None) -> dict[str, int]:
-    now = now or utcnow()
-    done = {}
-    for name, job in (("points_expired", expire_points), ("holds_expired", redemptions.expire_holds),
-                      ("tiers_reviewed", review_tiers), ("pending_forgotten", forget_pending)):
-        with db.transaction() as cur:
-            done[name] = job(cur, now)
-    return done
+    return run_jobs(db, JOBS, now or utcnow())
 
 
-class LoyaltyClock(BackgroundWorker):
-    def __init__(self, db: Database, interval_s: float = 5.0, clock: Callable[[], datetime] = utcnow):
-        super().__init__(name="loyalty-clock")
-        self.db, self.interval_s, self.clock = db, interval_s, clock
-
-    def work(self) -> None:
-        while not self._stopping.is_set():
-            done = tick(self.db, self.clock())
-            self.last_error = None
-            if max(done.values()) < BATCH:
-                self._stopping.wait(self.interval_s)
+def loyalty_clock(db: Database, interval_s: float = 5.0) -> Clock:
+    return Clock("loyalty-clock", db, JOBS, interval_s, BATCH, utcnow)

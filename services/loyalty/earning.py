@@ -90,7 +90,8 @@ def keep_pending(cur, event: Touchpoint, ref: str, amount: int | None) -> None:
                 (event.tenant_id, ref, event.event_id, event.type, amount, event.store_id, event.occurred_at))
 
 
-def take_pending(cur, tenant_id: str, ref: str) -> list[tuple]:
-    cur.execute("delete from pending_reversals where tenant_id = %s and source_ref = %s "
-                "returning event_id, event_type, amount_minor, occurred_at", (tenant_id, ref))
-    return sorted(cur.fetchall(), key=lambda r: r[3])
+def take_pending(cur, tenant_id: str, refs: list[str]) -> list[tuple]:
+    """(ref, event id, type, amount, occurred_at) of the kept reversals of these references, oldest first."""
+    cur.execute("delete from pending_reversals where tenant_id = %s and source_ref = any(%s) "
+                "returning source_ref, event_id, event_type, amount_minor, occurred_at", (tenant_id, refs))
+    return sorted(cur.fetchall(), key=lambda r: r[4])

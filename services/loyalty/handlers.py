@@ -47,6 +47,8 @@ class Batch:
         self.cur, self.now = cur, now
         self.programs: dict[str, programs.Program] = {}
         self.touched: dict[UUID, tuple[dict, list[Posting]]] = {}
+        self.pending: list[tuple[dict, Posting]] = []
+        self.earned_refs: dict[str, list[str]] = {}  # tenant -> order/appointment refs earned on in this batch
 
     def program(self, tenant_id: str) -> programs.Program:
         if tenant_id not in self.programs:
@@ -54,13 +56,24 @@ class Batch:
         return self.programs[tenant_id]
 
     def post(self, member: dict, postings: list[Posting]) -> None:
-        new = members.post(self.cur, member["tenant_id"], member["customer_id"], postings)
-        _, done = self.touched.setdefault(member["customer_id"], (member, []))
-        done.extend(new)
+        """Buffer postings; they are written by the next flush (before anything reads the ledger)."""
+        self.touched.setdefault(member["customer_id"], (member, []))
+        self.pending += [(member, p) for p in postings]
+
+    def flush(self) -> None:
+        new = {p.entry.entry_id for p in members.post_many(
+            self.cur, [(m["tenant_id"], m["customer_id"], p) for m, p in self.pending])}
+        for member, posting in self.pending:
+            if posting.entry.entry_id in new:
+                self.touched[member["customer_id"]][1].append(posting)
+        self.pending = []
 
     def finish(self, tier_reason: str = "earned") -> None:
-        for member, posted in self.touched.values():
-            members.refresh(self.cur, self.program(member["tenant_id"]), member, self.now, posted, tier_reason)
+        self.flush()
+        if self.touched:
+            members.refresh_many(self.cur, {t: self.program(t) for t in {m["tenant_id"] for m, _ in
+                                                                         self.touched.values()}},
+                                 list(self.touched.values()), self.now, tier_reason)
 
 
 def apply_touchpoints(deliveries: list[Delivery], db: Database) -> None:
@@ -87,6 +100,7 @@ def apply_touchpoints(deliveries: list[Delivery], db: Database) -> None:
                     _earn(batch, locked[owner[event.event_id]], event)
                 else:
                     _reverse(batch, event)
+            _apply_pending(batch, tenant)
         batch.finish()
 
 
@@ -95,10 +109,16 @@ def _earn(batch: Batch, member: dict, event: Touchpoint) -> None:
         return  # erased: nothing is credited to them again
     postings = earning.earn(batch.cur, batch.program(event.tenant_id), member, event)
     batch.post(member, postings)
-    for posting in postings:
-        for event_id, event_type, amount, occurred_at in earning.take_pending(batch.cur, event.tenant_id,
-                                                                              posting.source_ref or ""):
-            _post_reversals(batch, event.tenant_id, event_id, event_type, posting.source_ref, amount, occurred_at)
+    batch.earned_refs.setdefault(event.tenant_id, []).extend(p.source_ref for p in postings if p.source_ref)
+
+
+def _apply_pending(batch: Batch, tenant_id: str) -> None:
+    """Reversals that arrived before the earns this batch posted."""
+    refs = batch.earned_refs.pop(tenant_id, [])
+    if not refs:
+        return
+    for ref, event_id, event_type, amount, occurred_at in earning.take_pending(batch.cur, tenant_id, refs):
+        _post_reversals(batch, tenant_id, event_id, event_type, ref, amount, occurred_at)
 
 
 def _reverse(batch: Batch, event: Touchpoint) -> None:
@@ -113,6 +133,7 @@ def _reverse(batch: Batch, event: Touchpoint) -> None:
 def _post_reversals(batch: Batch, tenant_id: str, event_id, event_type: str, ref: str, amount, occurred_at) -> bool:
     """Reverse the earns made for `ref`; False when there was none (yet)."""
     cur = batch.cur
+    batch.flush()  # the earns this batch made are part of what there is to reverse
     cur.execute("select exists (select 1 from entries where tenant_id = %s and source_ref = %s and kind = 'earn')",
                 (tenant_id, ref))
     if not cur.fetchone()[0]:

@@ -110,9 +110,14 @@ def to_entry(row) -> ledger.Entry:
 
 def post(cur, tenant_id: str, customer_id: UUID, postings: list[Posting]) -> list[Posting]:
     """Append entries; returns those that were new (a posting whose idem_key exists is a redelivery)."""
-    if not postings:
+    return post_many(cur, [(tenant_id, customer_id, p) for p in postings])
+
+
+def post_many(cur, rows: list[tuple[str, UUID, Posting]]) -> list[Posting]:
+    """post() for many members in one statement."""
+    if not rows:
         return []
-    rows = psycopg2.extras.execute_values(
+    inserted = psycopg2.extras.execute_values(
         cur,
         "insert into entries (entry_id, tenant_id, customer_id, kind, points, qualifying, qualifies_at, lot_key, "
         "expires_at, store_id, occurred_at, source_type, source_event_id, source_ref, reason, actor, amount_minor, "
@@ -120,48 +125,67 @@ def post(cur, tenant_id: str, customer_id: UUID, postings: list[Posting]) -> lis
         [(p.entry.entry_id, tenant_id, customer_id, p.entry.kind, p.entry.points, p.entry.qualifying,
           p.entry.qualifies_at, p.entry.lot_key, p.entry.expires_at, p.entry.store_id, p.entry.occurred_at,
           p.source_type, p.source_event_id, p.source_ref, p.reason, p.actor, p.amount_minor, p.idem_key)
-         for p in postings],
-        fetch=True,
+         for tenant_id, customer_id, p in rows],
+        fetch=True, page_size=len(rows),
     )
-    new = {r[0] for r in rows}
-    return [p for p in postings if p.entry.entry_id in new]
+    new = {r[0] for r in inserted}
+    return [p for _, _, p in rows if p.entry.entry_id in new]
 
 
 def refresh(cur, program: Program, member: dict, now: datetime, posted: list[Posting],
             tier_reason: str = "earned") -> dict:
-    """Recompute lots, debt and balance from the member's whole ledger, upgrade the tier if the window
-    now qualifies, store it all and announce the new entries and any tier change. Returns the member."""
-    cid = member["customer_id"]
-    entries = entries_of(cur, [cid])[cid]
-    state = ledger.holdings(entries)
-    cur.execute("delete from lots where customer_id = %s", (cid,))
-    cur.execute("delete from debts where customer_id = %s", (cid,))
-    if state.lots:
-        psycopg2.extras.execute_values(
-            cur, "insert into lots (tenant_id, customer_id, lot_key, store_id, earned_at, expires_at, remaining) "
-                 "values %s", [(member["tenant_id"], cid, lot.lot_key, lot.store_id, lot.earned_at, lot.expires_at,
-                                lot.remaining) for lot in state.lots.values()])
-    if state.debt_by_store:
-        psycopg2.extras.execute_values(
-            cur, "insert into debts (tenant_id, customer_id, store_id, points) values %s",
-            [(member["tenant_id"], cid, store or "", points) for store, points in state.debt_by_store.items()])
-    earned = ledger.earned_in_window(entries, program.window_start(now))
-    old_tier, tier, since = member["tier"], member["tier"], member["tier_since"]
-    if member["status"] == "active" and program.rank(program.qualified(earned).name) > program.rank(old_tier):
-        tier, since = program.qualified(earned).name, now
-    cur.execute("update members set balance = %s, debt = %s, tier = %s, tier_since = %s, updated_at = %s "
-                "where customer_id = %s", (state.balance, state.debt, tier, since, now, cid))
-    updated = {**member, "balance": state.balance, "debt": state.debt, "tier": tier, "tier_since": since}
-    if member["status"] == "active":
-        events = announcements(updated, posted, now)
+    return refresh_many(cur, {member["tenant_id"]: program}, [(member, posted)], now, tier_reason)[0]
+
+
+def refresh_many(cur, programs: dict[str, Program], touched: list[tuple[dict, list[Posting]]], now: datetime,
+                 tier_reason: str = "earned") -> list[dict]:
+    """Recompute lots, debt and balance from each member's whole ledger, upgrade tiers the window now
+    qualifies for, store it all and announce the new entries and tier changes — a few statements for
+    the whole batch, however many members it touched. Returns the updated members."""
+    ids = [member["customer_id"] for member, _ in touched]
+    ledgers = entries_of(cur, ids)
+    cur.execute("delete from lots where customer_id = any(%s)", (ids,))
+    cur.execute("delete from debts where customer_id = any(%s)", (ids,))
+    lots, debts, rows, events, updated_members = [], [], [], [], []
+    for member, posted in touched:
+        cid, program = member["customer_id"], programs[member["tenant_id"]]
+        entries = ledgers[cid]
+        state = ledger.holdings(entries)
+        lots += [(member["tenant_id"], cid, lot.lot_key, lot.store_id, lot.earned_at, lot.expires_at, lot.remaining)
+                 for lot in state.lots.values()]
+        debts += [(member["tenant_id"], cid, store or "", points) for store, points in state.debt_by_store.items()]
+        earned = ledger.earned_in_window(entries, program.window_start(now))
+        old_tier, tier, since = member["tier"], member["tier"], member["tier_since"]
+        if member["status"] == "active" and program.rank(program.qualified(earned).name) > program.rank(old_tier):
+            tier, since = program.qualified(earned).name, now
+        rows.append((cid, state.balance, state.debt, tier, since))
+        updated = {**member, "balance": state.balance, "debt": state.debt, "tier": tier, "tier_since": since}
+        updated_members.append(updated)
+        if member["status"] != "active":
+            continue
+        mine = announcements(updated, posted, now)
         if member.get("enrolled"):  # readers learn the entry tier too, not only later changes
             before = updated["balance"] - sum(p.entry.points for p in posted)
-            events.insert(0, tier_changed({**updated, "tier": old_tier, "balance": before}, None, "enrolled", 0, now))
+            mine.insert(0, tier_changed({**updated, "tier": old_tier, "balance": before}, None, "enrolled", 0, now))
         if tier != old_tier:
-            events.append(tier_changed(updated, old_tier, f"{tier_reason}: {earned} points earned in "
-                                                          f"{program.window_months} months", earned, now))
-        enqueue(cur, SCHEMA, [(LOYALTY_CHANGES, str(cid), e) for e in events])
-    return updated
+            mine.append(tier_changed(updated, old_tier, f"{tier_reason}: {earned} points earned in "
+                                                        f"{program.window_months} months", earned, now))
+        events += [(LOYALTY_CHANGES, str(cid), e) for e in mine]
+    if lots:
+        psycopg2.extras.execute_values(
+            cur, "insert into lots (tenant_id, customer_id, lot_key, store_id, earned_at, expires_at, remaining) "
+                 "values %s", lots, page_size=len(lots))
+    if debts:
+        psycopg2.extras.execute_values(cur, "insert into debts (tenant_id, customer_id, store_id, points) values %s",
+                                       debts, page_size=len(debts))
+    psycopg2.extras.execute_values(
+        cur, "update members m set balance = v.balance, debt = v.debt, tier = v.tier, tier_since = v.since, "
+             "updated_at = v.at from (values %s) as v(customer_id, balance, debt, tier, since, at) "
+             "where m.customer_id = v.customer_id",
+        [(*row, now) for row in rows], template="(%s::uuid, %s::int, %s::int, %s::text, %s::timestamptz, %s::timestamptz)",
+        page_size=len(rows))
+    enqueue(cur, SCHEMA, events)
+    return updated_members
 
 
 def set_tier(cur, program: Program, member: dict, tier: str, reason: str, earned: int, now: datetime) -> None:

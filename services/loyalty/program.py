@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-import orjson
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared import tenant_config
 from shared.events.loyalty import TierName
+from shared.timezones import IanaZone
 
 
 class TierRule(BaseModel):
@@ -51,7 +52,7 @@ class Program(BaseModel):
     downgrade: Literal["one_tier", "window"] = Field(
         "one_tier", description="At a review: drop one tier at most, or straight to what the window earns.")
     review: Literal["monthly", "quarterly", "yearly"] = "monthly"
-    timezone: str = Field("Asia/Shanghai", description="Where review days start (IANA).")
+    timezone: IanaZone = "Asia/Shanghai"  # where review periods start
     earn_rules: dict[str, EarnRule] = Field(default_factory=lambda: {
         "booking.completed": EarnRule(per_unit=1), "purchase.completed": EarnRule(per_unit=1),
         "survey.answered": EarnRule(fixed=50), "feedback.survey_answered": EarnRule(fixed=50),
@@ -64,15 +65,6 @@ class Program(BaseModel):
     exchange_rates: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="For chains with stores in several currencies: what one unit of each "
                                           "other currency is worth in `currency` (e.g. {\"AUD\": 4.7}).")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA timezone {value!r}") from None
-        return value
 
     @field_validator("earn_rules")
     @classmethod
@@ -155,12 +147,8 @@ DEFAULT = Program()
 
 
 def load(cur, tenant_id: str) -> Program:
-    cur.execute("select config from programs where tenant_id = %s", (tenant_id,))
-    row = cur.fetchone()
-    return Program.model_validate(row[0]) if row else DEFAULT
+    return tenant_config.load(cur, "programs", tenant_id, Program, DEFAULT)
 
 
 def save(cur, tenant_id: str, program: Program) -> None:
-    cur.execute("insert into programs (tenant_id, config) values (%s, %s) on conflict (tenant_id) do update "
-                "set config = excluded.config, updated_at = now()",
-                (tenant_id, orjson.dumps(program.model_dump(mode="json")).decode()))
+    tenant_config.save(cur, "programs", tenant_id, program)

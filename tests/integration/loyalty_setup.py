@@ -68,15 +68,17 @@ def sql(client, query: str, *args):
         return cur.fetchall()
 
 
-def ledger_is_exact(client) -> None:
-    """Every member's stored balance is the sum of their entries, and lots minus debt is the balance."""
+def ledger_is_exact(client, customer_ids=None) -> None:
+    """Every member's (or these members') stored balance is the sum of their entries, and lots minus debt
+    is the balance."""
     wrong = sql(client, """
         select m.customer_id, m.balance, coalesce(e.total, 0), coalesce(l.held, 0) - coalesce(d.owed, 0)
         from loyalty.members m
         left join (select customer_id, sum(points) total from loyalty.entries group by 1) e using (customer_id)
         left join (select customer_id, sum(remaining) held from loyalty.lots group by 1) l using (customer_id)
         left join (select customer_id, sum(points) owed from loyalty.debts group by 1) d using (customer_id)
-        where m.balance <> coalesce(e.total, 0) or m.balance <> coalesce(l.held, 0) - coalesce(d.owed, 0)""")
+        where (m.balance <> coalesce(e.total, 0) or m.balance <> coalesce(l.held, 0) - coalesce(d.owed, 0))
+          and (%s::uuid[] is null or m.customer_id = any(%s::uuid[]))""", customer_ids, customer_ids)
     assert wrong == []
 
 

@@ -43,3 +43,22 @@ def test_a_caller_that_waits_too_long_gets_a_busy_error_not_a_pool_crash(service
     with db.transaction() as cur:  # the slot came back
         cur.execute("select 1")
     db.close()
+
+
+def test_connections_are_reused_after_a_burst_up_to_the_idle_limit(service_env):
+    name = f"pool-test-{threading.get_ident()}"
+    db = Database(service_env["database_url"], maxconn=6, keep_idle=2, application_name=name)
+
+    def backend():
+        with db.transaction() as cur:
+            cur.execute("select pg_sleep(0.05), pg_backend_pid()")
+            return cur.fetchone()[1]
+
+    burst, errors = run_together(*[backend] * 6)
+    assert not errors and len(set(burst)) == 6
+    after = {backend() for _ in range(5)}
+    assert len(after) == 1 and after <= set(burst)  # no new backend per request: one kept connection serves
+    with db.transaction() as cur:  # the rest of the burst's connections were closed, not hoarded
+        cur.execute("select count(*) from pg_stat_activity where application_name = %s", (name,))
+        assert cur.fetchone()[0] == 2
+    db.close()

@@ -72,7 +72,7 @@ def test_any_interleaving_keeps_the_ledger_exact_and_never_overdraws(loyalty, pl
                 deliver(loyalty, merged(people[step[1]], people[step[2]]))
         except DomainError:
             pass  # a refusal (not enough points, a released hold …) is an allowed outcome
-        ledger_is_exact(loyalty)
+        ledger_is_exact(loyalty, people)
     totals = sql(loyalty, "select coalesce(sum(points), 0) from loyalty.entries where customer_id = any(%s)", people)
     balances = sql(loyalty, "select coalesce(sum(balance), 0) from loyalty.members where customer_id = any(%s)",
                    people)
