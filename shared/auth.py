@@ -59,8 +59,9 @@ class KeyVerifier:
             return None
 
 
-def principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller's tenant and role from `Authorization: Bearer <key>`."""
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the caller's tenant and role from `Authorization: Bearer <key>`. Async (it
+    does not block): a sync dependency would cost a hop to the thread pool on every request."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -75,7 +76,7 @@ def principal(request: Request) -> Principal:
 def require(*roles: Role):
     allowed = {Role.admin, *roles}
 
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role not in allowed:
             raise HTTPException(403, f"role {who.role} may not do this; needs one of {sorted(allowed)}")
         return who

@@ -36,7 +36,7 @@ class Database:
         self._connect_kwargs = {"application_name": application_name, "connect_timeout": 5, **options}
         self._slots = threading.BoundedSemaphore(maxconn)
         self._wait_s = wait_s
-        self._keep_idle = maxconn // 2 if keep_idle is None else keep_idle
+        self._keep_idle = maxconn if keep_idle is None else keep_idle
         self._idle: list[psycopg2.extensions.connection] = []
         self._idle_lock = threading.Lock()
         self._idle.extend(self._connect() for _ in range(min(minconn, maxconn)))  # fail fast on a bad DSN

@@ -10,10 +10,10 @@ from uuid import UUID
 
 import orjson
 
-from services.identity import bulk_sql
 from services.identity.domain import Classified
 from services.identity.pii import Vault
 from services.identity.store import token_of, upsert_facts
+from shared import bulk_sql
 from shared.events import Identifier, Touchpoint
 from shared.events.customers import CustomerConsentChanged, CustomerConsentChangedPayload
 from shared.events.touchpoints import ConsentChanged, ProfileUpdated

@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from services.identity import bulk_sql, projection, store
+from services.identity import projection, store
 from services.identity.domain import Classified, Plan, Resolver, classify
 from services.identity.pii import BatchVault, Vault
 from services.identity.policy import TenantPolicy
 from services.identity.settings import IdentitySettings
+from shared import bulk_sql
 from shared.bus.consumer import Delivery
 from shared.db import Database
 from shared.events import CustomerCreated, CustomerMerged, DecodeError, Touchpoint, TraceContext, encode, utcnow

@@ -11,10 +11,10 @@ from uuid import UUID
 import orjson
 import psycopg2.extras
 
-from services.identity import bulk_sql
 from services.identity.domain import CustomerState, IdKey, IdOwner, Merge, Snapshot
 from services.identity.pii import Vault
 from services.identity.policy import TenantPolicy, merged_policy
+from shared import bulk_sql
 
 SCHEMA = "identity"
 

@@ -2,6 +2,7 @@
 admin adjustments and the liability report."""
 from __future__ import annotations
 
+import time
 from typing import Annotated
 from uuid import UUID
 
@@ -42,6 +43,19 @@ class AdjustmentIn(BaseModel):
     adjustment_id: UUID | None = Field(None, description="Your id: a retried request posts once.")
 
 
+PROGRAM_TTL_S = 5.0  # a program change reaches other replicas' member reads within this
+
+
+async def cached_program(request: Request, tenant_id: str) -> Program:
+    cache = request.app.state.__dict__.setdefault("loyalty_programs", {})
+    hit = cache.get(tenant_id)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    found = await in_transaction(request, programs.load, tenant_id)
+    cache[tenant_id] = (time.monotonic() + PROGRAM_TTL_S, found)
+    return found
+
+
 @program.get("", summary="The tenant's loyalty program (defaults until one is saved)")
 async def get_program(request: Request, caller: CallerAny) -> Program:
     return await in_transaction(request, programs.load, caller.tenant_id)
@@ -50,13 +64,15 @@ async def get_program(request: Request, caller: CallerAny) -> Program:
 @program.put("", summary="Replace the program: tiers, earn rules, expiry, reviews")
 async def put_program(body: Program, request: Request, caller: CallerAdmin) -> Program:
     await in_transaction(request, programs.save, caller.tenant_id, body)
+    request.app.state.__dict__.get("loyalty_programs", {}).pop(caller.tenant_id, None)
     return body
 
 
 @member_routes.get("/{customer_id}", responses=NOT_FOUND,
                    summary="Tier, balance, points expiring in 30/60/90 days, progress to the next tier")
 async def get_member(customer_id: UUID, request: Request, caller: CallerRead):
-    return await in_transaction(request, reads.member, caller.tenant_id, customer_id, utcnow())
+    found = await cached_program(request, caller.tenant_id)
+    return await in_transaction(request, reads.member, caller.tenant_id, customer_id, utcnow(), found)
 
 
 @member_routes.get("/{customer_id}/ledger", responses=NOT_FOUND, summary="Ledger entries, newest first")

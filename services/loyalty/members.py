@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import psycopg2.extras
-
 from services.loyalty import ledger
 from services.loyalty.program import Program
+from shared import bulk_sql
 from shared.bus.outbox import enqueue
 from shared.errors import NotFound
 from shared.events.loyalty import (
@@ -113,21 +112,27 @@ def post(cur, tenant_id: str, customer_id: UUID, postings: list[Posting]) -> lis
     return post_many(cur, [(tenant_id, customer_id, p) for p in postings])
 
 
+ENTRY_SPEC = (("entry_id", "uuid"), ("tenant_id", "text"), ("customer_id", "uuid"), ("kind", "text"),
+              ("points", "int"), ("qualifying", "int"), ("qualifies_at", "timestamptz"), ("lot_key", "uuid"),
+              ("expires_at", "timestamptz"), ("store_id", "text"), ("occurred_at", "timestamptz"),
+              ("source_type", "text"), ("source_event_id", "uuid"), ("source_ref", "text"), ("reason", "text"),
+              ("actor", "text"), ("amount_minor", "bigint"), ("idem_key", "text"))
+
+
 def post_many(cur, rows: list[tuple[str, UUID, Posting]]) -> list[Posting]:
-    """post() for many members in one statement."""
+    """post() for many members in one statement (COPY; a redelivered posting's conflict falls back to
+    an insert that skips it)."""
     if not rows:
         return []
-    inserted = psycopg2.extras.execute_values(
-        cur,
-        "insert into entries (entry_id, tenant_id, customer_id, kind, points, qualifying, qualifies_at, lot_key, "
-        "expires_at, store_id, occurred_at, source_type, source_event_id, source_ref, reason, actor, amount_minor, "
-        "idem_key) values %s on conflict (tenant_id, idem_key) do nothing returning entry_id",
+    inserted = bulk_sql.insert_rows(
+        cur, "entries", ENTRY_SPEC,
         [(p.entry.entry_id, tenant_id, customer_id, p.entry.kind, p.entry.points, p.entry.qualifying,
           p.entry.qualifies_at, p.entry.lot_key, p.entry.expires_at, p.entry.store_id, p.entry.occurred_at,
           p.source_type, p.source_event_id, p.source_ref, p.reason, p.actor, p.amount_minor, p.idem_key)
          for tenant_id, customer_id, p in rows],
-        fetch=True, page_size=len(rows),
-    )
+        "on conflict (tenant_id, idem_key) do nothing returning entry_id")
+    if inserted is None:
+        return [p for _, _, p in rows]
     new = {r[0] for r in inserted}
     return [p for _, _, p in rows if p.entry.entry_id in new]
 
@@ -171,19 +176,13 @@ def refresh_many(cur, programs: dict[str, Program], touched: list[tuple[dict, li
             mine.append(tier_changed(updated, old_tier, f"{tier_reason}: {earned} points earned in "
                                                         f"{program.window_months} months", earned, now))
         events += [(LOYALTY_CHANGES, str(cid), e) for e in mine]
-    if lots:
-        psycopg2.extras.execute_values(
-            cur, "insert into lots (tenant_id, customer_id, lot_key, store_id, earned_at, expires_at, remaining) "
-                 "values %s", lots, page_size=len(lots))
-    if debts:
-        psycopg2.extras.execute_values(cur, "insert into debts (tenant_id, customer_id, store_id, points) values %s",
-                                       debts, page_size=len(debts))
-    psycopg2.extras.execute_values(
-        cur, "update members m set balance = v.balance, debt = v.debt, tier = v.tier, tier_since = v.since, "
-             "updated_at = v.at from (values %s) as v(customer_id, balance, debt, tier, since, at) "
-             "where m.customer_id = v.customer_id",
-        [(*row, now) for row in rows], template="(%s::uuid, %s::int, %s::int, %s::text, %s::timestamptz, %s::timestamptz)",
-        page_size=len(rows))
+    bulk_sql.copy_rows(cur, "lots", ("tenant_id", "customer_id", "lot_key", "store_id", "earned_at", "expires_at",
+                                     "remaining"), lots)
+    bulk_sql.copy_rows(cur, "debts", ("tenant_id", "customer_id", "store_id", "points"), debts)
+    types = ("uuid", "int", "int", "text", "timestamptz")
+    cur.execute("update members m set balance = v.balance, debt = v.debt, tier = v.tier, tier_since = v.since, "
+                f"updated_at = %s from {bulk_sql.unnest(types)} as v(customer_id, balance, debt, tier, since) "
+                "where m.customer_id = v.customer_id", (now, *bulk_sql.columns(rows, len(types), types)))
     enqueue(cur, SCHEMA, events)
     return updated_members
 

@@ -5,37 +5,46 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from services.loyalty import members, program as programs, redemptions
+from services.loyalty import members, program as programs
+from shared.errors import NotFound
 
 EXPIRY_HORIZONS_DAYS = (30, 60, 90)
 
 
-def member(cur, tenant_id: str, customer_id: UUID, now: datetime) -> dict:
-    found = members.get_member(cur, tenant_id, customer_id)
-    cid = found["customer_id"]
-    program = programs.load(cur, tenant_id)
-    cur.execute("select coalesce(sum(qualifying) filter (where qualifies_at > %s), 0), "
-                "(select coalesce(array_agg(customer_id order by customer_id), '{}') from members "
-                " where merged_into = %s and status = 'merged') from entries where customer_id = %s",
-                (program.window_start(now), cid, cid))
-    earned, merged_from = cur.fetchone()
-    cur.execute("select " + ", ".join(f"coalesce(sum(remaining) filter (where expires_at <= %s), 0)"
-                                      for _ in EXPIRY_HORIZONS_DAYS) + " from lots where customer_id = %s",
-                [now + timedelta(days=d) for d in EXPIRY_HORIZONS_DAYS] + [cid])
-    expiring = dict(zip((f"next_{d}_days" for d in EXPIRY_HORIZONS_DAYS), map(int, cur.fetchone())))
-    held = redemptions.held_points(cur, cid, now)
-    tier, upcoming = program.tier(found["tier"]), program.next_tier(found["tier"])
+def member(cur, tenant_id: str, customer_id: UUID, now: datetime, program: programs.Program) -> dict:
+    """The member view in one statement (the API's hottest read); a merged id answers with its survivor."""
+    horizons = {f"d{d}": now + timedelta(days=d) for d in EXPIRY_HORIZONS_DAYS}
+    cur.execute(
+        "select m.customer_id, m.status, m.tier, m.tier_since, m.balance, m.debt, m.next_review_at, "
+        " (select coalesce(sum(e.qualifying), 0) from entries e "
+        "   where e.customer_id = m.customer_id and e.qualifies_at > %(since)s), "
+        " (select coalesce(array_agg(x.customer_id order by x.customer_id), '{}') from members x "
+        "   where x.merged_into = m.customer_id and x.status = 'merged'), "
+        " (select coalesce(sum(r.points), 0) from redemptions r "
+        "   where r.customer_id = m.customer_id and r.status = 'held' and r.expires_at > %(now)s), "
+        + ", ".join(f"(select coalesce(sum(l.remaining), 0) from lots l where l.customer_id = m.customer_id "
+                    f"and l.expires_at <= %(d{d})s)" for d in EXPIRY_HORIZONS_DAYS) +
+        " from members m where m.tenant_id = %(tenant)s and m.customer_id = coalesce((select merged_into from "
+        " members where customer_id = %(asked)s and status = 'merged'), %(asked)s)",
+        {"since": program.window_start(now), "now": now, "tenant": tenant_id, "asked": customer_id, **horizons})
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"unknown member {customer_id}: no points were ever earned or adjusted for this customer")
+    cid, status, tier_name, since, balance, debt, next_review, earned, merged_from, held, *soon = row
+    if status == "erased":
+        raise NotFound(f"member {customer_id} was erased")
+    tier, upcoming = program.tier(tier_name), program.next_tier(tier_name)
     return {
         "customer_id": cid, "asked_for": customer_id, "merged_from": merged_from,
-        "tier": {"name": tier.name, "since": found["tier_since"], "earn_multiplier": tier.earn_multiplier,
+        "tier": {"name": tier.name, "since": since, "earn_multiplier": tier.earn_multiplier,
                  "discount_pct": tier.discount_pct},
-        "balance": found["balance"], "held": held, "available": max(found["balance"] - held, 0),
-        "debt": found["debt"],
+        "balance": balance, "held": int(held), "available": max(balance - int(held), 0), "debt": debt,
         "earned_in_window": int(earned), "window_months": program.window_months,
         "next_tier": None if upcoming is None else {
             "name": upcoming.name, "threshold": upcoming.threshold,
             "points_needed": max(upcoming.threshold - int(earned), 0)},
-        "expiring": expiring, "next_review_at": found["next_review_at"],
+        "expiring": {f"next_{d}_days": int(n) for d, n in zip(EXPIRY_HORIZONS_DAYS, soon)},
+        "next_review_at": next_review,
     }
 
 

@@ -1,4 +1,4 @@
-"""Batch-sized SQL for resolution: rows travel as COPY text or as one array literal per column
+"""Batch-sized SQL: rows travel as COPY text or as one array literal per column
 (`unnest`), not as the VALUES text psycopg2's execute_values builds, which cost more to format and for
 the server to parse than the inserts themselves."""
 from __future__ import annotations
