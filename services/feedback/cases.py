@@ -26,6 +26,9 @@ COLUMNS = ("case_id, tenant_id, store_id, customer_id, reason, source_ref, respo
            "follow_up_invitation_id, follow_up_response_id, follow_up_nps, updated_at")
 
 
+LIST_COLUMNS = COLUMNS.replace(" notes,", "")
+
+
 def view(row) -> dict:
     return dict(zip(COLUMNS.split(", "), row))
 
@@ -156,10 +159,11 @@ def listing(cur, tenant_id: str, *, store_id: str | None, state: str | None, bre
         where.append(breach if breached else f"not {breach}")
     if before:
         where.append("opened_at < %(before)s")
-    cur.execute(f"select {COLUMNS} from cases where {' and '.join(where)} order by opened_at desc limit %(limit)s",
-                {"tenant": tenant_id, "store": store_id, "state": state, "now": now, "before": before,
-                 "limit": limit})
-    items = [view(r) for r in cur.fetchall()]
+    # Notes can be long: the list leaves them out (GET /v1/cases/{id} has them).
+    cur.execute(f"select {LIST_COLUMNS} from cases where {' and '.join(where)} order by opened_at desc "
+                "limit %(limit)s", {"tenant": tenant_id, "store": store_id, "state": state, "now": now,
+                                    "before": before, "limit": limit})
+    items = [dict(zip(LIST_COLUMNS.split(", "), r)) for r in cur.fetchall()]
     return {"items": items, "next_before": items[-1]["opened_at"] if len(items) == limit else None}
 
 

@@ -3,6 +3,7 @@ Chinese and English, and how invitations go out (trigger, delay, throttle, expir
 are checked against the template they answer."""
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -117,9 +118,20 @@ DEFAULT = Template(questions=(
 ))
 
 
+CACHE_TTL_S = 5.0  # a template change reaches other replicas within this; this one's at once
+_cache: dict[str, tuple[float, Template]] = {}
+
+
 def load(cur, tenant_id: str) -> Template:
-    return tenant_config.load(cur, "survey_templates", tenant_id, Template, DEFAULT)
+    """The tenant's template; every answer reads it, so it is cached briefly."""
+    hit = _cache.get(tenant_id)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    template = tenant_config.load(cur, "survey_templates", tenant_id, Template, DEFAULT)
+    _cache[tenant_id] = (time.monotonic() + CACHE_TTL_S, template)
+    return template
 
 
 def save(cur, tenant_id: str, template: Template) -> None:
     tenant_config.save(cur, "survey_templates", tenant_id, template)
+    _cache.pop(tenant_id, None)
