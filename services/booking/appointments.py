@@ -16,7 +16,7 @@ from services.booking import catalog, events
 from services.booking.catalog import offset_parts, parse_clock
 from services.booking.localtime import WallClockError, boundary, instant, same_wall_time_days_before, utc_day_bounds
 from services.booking.rules import Service, Staff, Store, Subject
-from services.booking.slots import DayBook, Request, find_slots, why_not
+from services.booking.slots import DayBook, Request, find_slots, free_staff, why_not
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.base import Identifier
 from shared.events.booking import BookedSubject
@@ -192,9 +192,9 @@ def claim(cur, ctx: Context, req: Request, start: datetime, write, now: datetime
             error = Conflict if refusal.taken else Invalid
             raise error(refusal.reason, next_free_slots=alternatives)
         span = ctx.service.occupied(start, req.subject)
-        free = [s for s in req.qualified()
-                if not any(a < span[1] and span[0] < b for a, b in book.staff_busy.get(s.staff_id, []))]
-        staff_id = req.staff_id or min(free, key=lambda s: (len(book.staff_busy.get(s.staff_id, [])), s.staff_id)).staff_id
+        # why_not found one free; of those working then, the one with the fewest bookings that day.
+        free = free_staff(req, day, book, span)
+        staff_id = req.staff_id or min(free, key=lambda s: (len(book.staff_busy.get(s, [])), s))
         unit = book.free_unit(span) if ctx.service.resource_kind else None
         placement = Placement(staff_id, unit[0] if unit else None, unit[1] if unit else None, start,
                               start + ctx.service.duration(req.subject), span)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, time
-from typing import Annotated, Literal
+from typing import Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator

@@ -58,6 +58,11 @@ def _free_time(req: Request, day: date, book: DayBook) -> dict[str, list[Interva
             for s in req.qualified()}
 
 
+def free_staff(req: Request, day: date, book: DayBook, span: Interval) -> list[str]:
+    """Qualified staff who work over the whole span (shift, not on a break or time off) with nothing booked."""
+    return [staff_id for staff_id, free in _free_time(req, day, book).items() if covers(free, span)]
+
+
 def find_slots(req: Request, day: date, book: DayBook) -> list[Slot]:
     """Every start on the store's step grid that fits: inside opening hours, after the minimum notice,
     with a qualified staff member free over the service and its buffers, and a resource unit free."""

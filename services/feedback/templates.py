@@ -119,19 +119,20 @@ DEFAULT = Template(questions=(
 
 
 CACHE_TTL_S = 5.0  # a template change reaches other replicas within this; this one's at once
-_cache: dict[str, tuple[float, Template]] = {}
+_cache: dict[tuple[str, str], tuple[float, Template]] = {}  # (database, tenant) -> (expiry, template)
 
 
 def load(cur, tenant_id: str) -> Template:
     """The tenant's template; every answer reads it, so it is cached briefly."""
-    hit = _cache.get(tenant_id)
+    key = (cur.connection.dsn, tenant_id)
+    hit = _cache.get(key)
     if hit and hit[0] > time.monotonic():
         return hit[1]
     template = tenant_config.load(cur, "survey_templates", tenant_id, Template, DEFAULT)
-    _cache[tenant_id] = (time.monotonic() + CACHE_TTL_S, template)
+    _cache[key] = (time.monotonic() + CACHE_TTL_S, template)
     return template
 
 
 def save(cur, tenant_id: str, template: Template) -> None:
     tenant_config.save(cur, "survey_templates", tenant_id, template)
-    _cache.pop(tenant_id, None)
+    _cache.pop((cur.connection.dsn, tenant_id), None)

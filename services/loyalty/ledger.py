@@ -10,7 +10,7 @@ the next credits pay off first. So at every step: sum of lots' remaining − deb
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 

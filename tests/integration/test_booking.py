@@ -12,7 +12,7 @@ from services.booking import clock, lifecycle
 from services.booking.app import create_app
 from services.booking.settings import BookingSettings
 from shared.auth import Role
-from tests.integration.booking_setup import DEMO, customer, hold, key, local_day, ok, setup_store
+from tests.integration.booking_setup import DEMO, WEEK, customer, hold, key, local_day, ok, setup_store
 from tests.integration.conftest import settings_for
 from tests.integration.helpers import run_together
 
@@ -304,3 +304,15 @@ def test_waitlist_offers_hold_the_slot_against_other_bookings(booking):
     assert hold(booking, day, "10:00").status_code == 409
     ok(booking.delete(f"/v1/waitlist/{entry['waitlist_id']}", headers=DEMO))
     assert hold(booking, day, "10:00").status_code == 201
+
+
+def test_any_staff_means_someone_who_works_then_not_merely_someone_without_bookings(booking):
+    setup_store(booking, staff=("g1", "g2"), hours=("09:00", "18:00"), breaks=())
+    ok(booking.put("/v1/staff/g1", headers=DEMO, json={  # mornings only; g1 sorts first and is idle
+        "name": "g1", "skills": ["grooming"],
+        "schedule": [{"store_id": "s1", "weekday": d, "start": "09:00", "end": "12:00"} for d in WEEK]}))
+    day = local_day("Asia/Shanghai")
+    afternoon = ok(hold(booking, day, "14:00", staff_id=None), 201)
+    assert afternoon["staff_id"] == "g2"
+    morning = ok(hold(booking, day, "09:00", staff_id=None, who=customer("+8613912340999")), 201)
+    assert morning["staff_id"] == "g1"

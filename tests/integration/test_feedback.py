@@ -107,6 +107,15 @@ def test_no_invitation_without_consent_and_at_most_one_per_30_days(feedback):
     purchase = visit(busy, type_="purchase.completed")
     deliver(feedback, purchase)
     assert len(invitations(feedback, busy)) == 2  # POS purchases invite only when the template says so
+    template = ok(feedback.get("/v1/survey-template", headers=DEMO))
+    ok(feedback.put("/v1/survey-template", headers=DEMO,
+                    json={**template, "triggers": ["booking.completed", "purchase.completed"]}))
+    try:
+        shopper = uuid.uuid4()
+        deliver(feedback, visit(shopper, type_="purchase.completed"))
+        assert invitations(feedback, shopper) == [("scheduled", None, None)]
+    finally:
+        ok(feedback.put("/v1/survey-template", headers=DEMO, json=template))
 
 
 def test_an_answer_counts_once_and_bad_answers_are_refused_with_the_reason(feedback):
