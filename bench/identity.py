@@ -22,7 +22,6 @@ import csv
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
-from psycopg2.extensions import make_dsn, parse_dsn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/identity.py` finds bench.common
 
+from bench.common import ROOT, fresh_database, run_info  # noqa: E402
 from services.identity import bulk_import as importer  # noqa: E402
 from services.identity import profiles, store  # noqa: E402
 from services.identity.pii import Vault  # noqa: E402
@@ -45,7 +43,6 @@ from services.identity.settings import IdentitySettings  # noqa: E402
 from shared.db import Database  # noqa: E402
 from shared.events import from_document  # noqa: E402
 
-LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TENANT = "bench"
 MAPPING = """
 source: legacy_crm
@@ -201,49 +198,34 @@ def main() -> dict:
     parser.add_argument("--keep", action="store_true", help="Keep the benchmark database.")
     args = parser.parse_args()
 
-    admin_dsn = os.environ.get("DATABASE_URL") or LOCAL
-    name = f"hub_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(admin_dsn)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
-        cur.execute("select version()")
-        pg_version = cur.fetchone()[0].split(" on ")[0]
-    dsn = make_dsn(**{**parse_dsn(admin_dsn), "dbname": name})
-    settings = IdentitySettings(database_url=dsn)
-    vault = Vault(settings.pii_master_key.get_secret_value())
-    db = Database(dsn, maxconn=4, application_name="bench-identity")
-    result = {"cpu_count": os.cpu_count(), "postgres": pg_version, "database": "DATABASE_URL's server"
-              if "DATABASE_URL" in os.environ else LOCAL,
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip(),
-              "targets": {"lookups_per_s": 20_000, "merges_per_s": 1_000, "import_1m_records_s": 120}}
-    try:
-        importer.ensure_schema(db)
-        with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-            if "import" not in args.skip:
-                print(f"(c) importing {args.records:,} customer records …", flush=True)
-                result["import"] = bench_import(db, settings, args.records, args.batch, args.workers,
-                                                Path(tmp))
-                print(json.dumps(result["import"], indent=2), flush=True)
-        if "lookups" not in args.skip:
-            known = args.records if "import" not in args.skip else 0
-            if not known:
-                print("(a) skipped: lookups need the imported customers", flush=True)
-            else:
-                print(f"(a) lookups for {args.lookup_seconds:g}s in {args.processes} processes …", flush=True)
-                result["lookups"] = bench_lookups(dsn, settings, known, args.processes, args.lookup_seconds)
-                print(json.dumps(result["lookups"], indent=2), flush=True)
-        if "merges" not in args.skip:
-            print(f"(b) {args.merges:,} merging events …", flush=True)
-            result["merges"] = bench_merges(db, settings, vault, args.merges)
-            print(json.dumps(result["merges"], indent=2), flush=True)
-    finally:
-        db.close()
-        if not args.keep:
-            with admin.cursor() as cur:
-                cur.execute(f'drop database if exists "{name}" with (force)')
-        admin.close()
+    with fresh_database(args.keep) as bench:
+        dsn = bench.dsn
+        settings = IdentitySettings(database_url=dsn)
+        vault = Vault(settings.pii_master_key.get_secret_value())
+        db = Database(dsn, maxconn=4, application_name="bench-identity")
+        result = run_info(bench, {"lookups_per_s": 20_000, "merges_per_s": 1_000, "import_1m_records_s": 120})
+        try:
+            importer.ensure_schema(db)
+            with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+                if "import" not in args.skip:
+                    print(f"(c) importing {args.records:,} customer records …", flush=True)
+                    result["import"] = bench_import(db, settings, args.records, args.batch, args.workers,
+                                                    Path(tmp))
+                    print(json.dumps(result["import"], indent=2), flush=True)
+            if "lookups" not in args.skip:
+                known = args.records if "import" not in args.skip else 0
+                if not known:
+                    print("(a) skipped: lookups need the imported customers", flush=True)
+                else:
+                    print(f"(a) lookups for {args.lookup_seconds:g}s in {args.processes} processes …", flush=True)
+                    result["lookups"] = bench_lookups(dsn, settings, known, args.processes, args.lookup_seconds)
+                    print(json.dumps(result["lookups"], indent=2), flush=True)
+            if "merges" not in args.skip:
+                print(f"(b) {args.merges:,} merging events …", flush=True)
+                result["merges"] = bench_merges(db, settings, vault, args.merges)
+                print(json.dumps(result["merges"], indent=2), flush=True)
+        finally:
+            db.close()
     (ROOT / "bench" / "identity.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
