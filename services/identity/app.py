@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.identity import api, api_changes
+from services.identity import api, api_changes, catalog
 from services.identity.consumers import consumer_specs
 from services.identity.pii import Vault
 from services.identity.settings import IdentitySettings
@@ -18,7 +18,7 @@ def create_app(settings: IdentitySettings | None = None):
         settings=settings, title="identity",
         description="Ingestion, identity resolution, the customer 360, merge review, consent and erasure.",
         routers=[api.touchpoints, api.customers, api_changes.changes, api_changes.review, api_changes.erasures,
-                 api_changes.policy_routes],
+                 api_changes.policy_routes, catalog.catalog],
         consumers=lambda db: consumer_specs(db, settings, vault),
         workers=lambda db: [MatchWorker(db, vault, settings)],
         migrations_dir=Path(__file__).parent / "migrations",

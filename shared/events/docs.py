@@ -59,6 +59,24 @@ def asyncapi() -> dict:
     }
 
 
+def public_catalog() -> dict:
+    """What a downstream tool may subscribe to: each public topic with its key, who writes it, and the
+    event types it carries with their current version and JSON Schema."""
+    topics = []
+    for spec in all_topics():
+        if not spec.public:
+            continue
+        carried = sorted((m for m in EVENT_TYPES.values() if m.topic_kind == spec.carries), key=lambda m: m.type_name())
+        topics.append({
+            "topic": spec.name, "description": spec.why, "key": spec.key, "partitions": spec.partitions,
+            "producers": list(spec.producers),
+            "events": [{"type": m.type_name(), "version": m.current_version(), "title": m.__name__,
+                        "summary": (m.__doc__ or m.__name__).strip().splitlines()[0],
+                        "schema": m.model_json_schema()} for m in carried],
+        })
+    return {"version": asyncapi()["info"]["version"], "topics": topics}
+
+
 def generated_files() -> dict[str, str]:
     """Path under docs/events -> content."""
     files = {_schema_file(m): _dump(m.model_json_schema()) for m in EVENT_TYPES.values()}
