@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,3 +383,107 @@ def run_workers(dsn: str, target, args_per_worker: list[tuple], what: str, load_
     for p in procs:
         p.join()
     return WorkerRun(parts, elapsed, pg_cpu, load)
+
+
+# --- open-loop HTTP load ------------------------------------------------------------------------------
+
+def _open_loop_client(base: str, headers: dict, make_request, rate: float, seconds: float, start_at: float,
+                      seed: int, max_in_flight: int) -> dict:
+    async def run() -> dict:
+        rnd = random.Random(seed)
+        lat, service, errors, by_label = [], [], {}, {}
+        shed = 0
+        idle = connections(base, headers, max_in_flight)
+        for conn in idle:  # warm: connections, the server's threads, pool and caches
+            for _ in range(2):
+                method, path, body, _ = make_request(rnd)
+                await conn.request(method, path, body)
+
+        async def one(conn: Connection, due: float, method: str, path: str, body, label: str) -> None:
+            sent = time.perf_counter()
+            try:
+                status = await conn.request(method, path, body)
+                error = None if status in (200, 201) else f"http {status}"
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, TypeError) as exc:
+                error = type(exc).__name__
+            finally:
+                idle.append(conn)
+            done = time.perf_counter()
+            if error:
+                errors[error] = errors.get(error, 0) + 1
+            else:
+                lat.append(done - due)
+                service.append(done - sent)
+                by_label.setdefault(label, []).append(done - due)
+
+        # the request bodies prepared before the clock: the client's CPU goes to sending
+        todo = [make_request(rnd) for _ in range(int(rate * seconds))]
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        tasks = []
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        for k, req in enumerate(todo):
+            due = t0 + k / rate
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            if not idle:
+                shed += 1
+                continue
+            tasks.append(asyncio.create_task(one(idle.pop(), due, *req)))
+        sent_s = time.perf_counter() - t0
+        await asyncio.gather(*tasks)
+        for conn in idle:
+            conn.close()
+        return {"sent": len(tasks), "shed": shed, "sent_s": sent_s, "elapsed": time.perf_counter() - t0,
+                "cpu": time.process_time() - cpu0, "lat": lat, "service": service, "errors": errors,
+                "by_label": by_label}
+
+    return asyncio.run(run())
+
+
+def open_loop(http: dict, bench, make_request, rate: float, seconds: float, clients: int, max_in_flight: int,
+              spy: Path | None) -> dict:
+    """Requests from `make_request(rnd) -> (method, path, body, label)` at a fixed rate from `clients`
+    processes, never waiting for answers (open loop); a request due while `max_in_flight` are
+    outstanding is shed and counted. Latency from when each was due, and the server's and Postgres' CPU."""
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 6  # time for the spawned clients to import, prepare and warm up
+    cpu_before = process_cpu_s(http["pid"])
+    opened = sessions(bench.admin, bench.name)
+    pg0 = postgres_cpu_s(bench.dsn)
+    load: dict = {}
+    threading.Thread(target=lambda: (time.sleep(max(0.0, start_at + seconds / 2 - time.time())),
+                                     load.update(machine_load())), daemon=True).start()
+    with py_spy(http["pid"], spy, 6 + seconds) if spy else contextlib.nullcontext():
+        with ProcessPoolExecutor(clients, mp_context=ctx) as pool:
+            futures = [pool.submit(_open_loop_client, http["base"], http["headers"], make_request, rate / clients, seconds,
+                                   start_at, 100 + c, max_in_flight) for c in range(clients)]
+            parts = [f.result() for f in futures]
+    server_cpu = process_cpu_s(http["pid"]) - cpu_before  # includes the clients' warm-up
+    pg_cpu = postgres_cpu_s(bench.dsn) - pg0
+    opened = sessions(bench.admin, bench.name) - opened
+    ok = sum(len(p["lat"]) for p in parts)
+    errors: dict[str, int] = {}
+    by_label: dict[str, list] = {}
+    for p in parts:
+        for k, v in p["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+        for k, v in p["by_label"].items():
+            by_label.setdefault(k, []).extend(v)
+    elapsed = max(p["elapsed"] for p in parts)
+    sent = sum(p["sent"] for p in parts)
+    out = {"rate_asked": rate, "seconds": seconds, "clients": clients, "max_in_flight_per_client": max_in_flight,
+           "sent": sent, "shed": sum(p["shed"] for p in parts),
+           "sent_per_s": round(sent / max(p["sent_s"] for p in parts)), "ok": ok, "ok_per_s": round(ok / elapsed),
+           "errors": errors, "latency": percentiles([x for p in parts for x in p["lat"]]),
+           "service_latency": percentiles([x for p in parts for x in p["service"]]),
+           "client_cpu_ms_per_request": round(sum(p["cpu"] for p in parts) / max(ok, 1) * 1000, 3),
+           "server_cpu_ms_per_request": round(server_cpu / max(ok, 1) * 1000, 3),
+           "server_cpu_cores_busy": round(server_cpu / seconds, 2),
+           "postgres_cpu_cores_busy": None if opened else round(pg_cpu / seconds, 2),
+           "postgres_sessions_opened": opened, "load_during": load or None}
+    if len(by_label) > 1:
+        out["latency_by_filter"] = {k: percentiles(v) for k, v in sorted(by_label.items())}
+    if spy:
+        out["server_profile"] = summarize_collapsed(spy)
+    return out

@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import multiprocessing
 import random
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -51,8 +48,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/feedback.py` finds bench.common
 
 from bench.common import (  # noqa: E402
-    ROOT, Connection, CountingCursor, connections, fresh_database, machine_load, percentiles, postgres_cpu_s,
-    process_cpu_s, py_spy, run_info, run_workers, running_service, sessions, summarize_collapsed,
+    ROOT, CountingCursor, connections, fresh_database, machine_load, open_loop, percentiles, run_info, run_workers,
+    running_service,
 )
 from services.feedback import cases, surveys  # noqa: E402
 from services.feedback.settings import FeedbackSettings  # noqa: E402
@@ -200,112 +197,16 @@ def profile_record(db: Database, n: int) -> dict:
 
 # --- open loop over HTTP (POST /v1/responses and GET /v1/cases) -------------------------------------
 
-def _requests(kind: str, rnd: random.Random, customers: list[str]):
+_CUSTOMERS: list[str] = []
+
+
+def _requests(kind: str, rnd: random.Random):
     """(method, path, body, label) of the next request."""
     if kind == "responses":
+        customers = _CUSTOMERS or _CUSTOMERS.extend(customer_pool(2000)) or _CUSTOMERS
         return "POST", "/v1/responses", orjson.dumps(response_body(rnd, customers)), "responses"
     label, query = case_filter(rnd, rnd.choice(list(CASE_FILTERS)))
     return "GET", f"/v1/cases?{urlencode(query)}", None, label
-
-
-def _open_loop_client(base: str, headers: dict, kind: str, rate: float, seconds: float, start_at: float,
-                      seed: int, max_in_flight: int) -> dict:
-    async def run() -> dict:
-        rnd = random.Random(seed)
-        customers = customer_pool(2000)
-        lat, service, errors, by_label = [], [], {}, {}
-        shed = 0
-        idle = connections(base, headers, max_in_flight)
-        for conn in idle:  # warm: connections, the server's threads, pool and caches
-            for _ in range(2):
-                method, path, body, _ = _requests(kind, rnd, customers)
-                await conn.request(method, path, body)
-
-        async def one(conn: Connection, due: float, method: str, path: str, body, label: str) -> None:
-            sent = time.perf_counter()
-            try:
-                status = await conn.request(method, path, body)
-                error = None if status in (200, 201) else f"http {status}"
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, TypeError) as exc:
-                error = type(exc).__name__
-            finally:
-                idle.append(conn)
-            done = time.perf_counter()
-            if error:
-                errors[error] = errors.get(error, 0) + 1
-            else:
-                lat.append(done - due)
-                service.append(done - sent)
-                by_label.setdefault(label, []).append(done - due)
-
-        # the request bodies prepared before the clock: the client's CPU goes to sending
-        todo = [_requests(kind, rnd, customers) for _ in range(int(rate * seconds))]
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        tasks = []
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        for k, req in enumerate(todo):
-            due = t0 + k / rate
-            if (delay := due - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)
-            if not idle:
-                shed += 1
-                continue
-            tasks.append(asyncio.create_task(one(idle.pop(), due, *req)))
-        sent_s = time.perf_counter() - t0
-        await asyncio.gather(*tasks)
-        for conn in idle:
-            conn.close()
-        return {"sent": len(tasks), "shed": shed, "sent_s": sent_s, "elapsed": time.perf_counter() - t0,
-                "cpu": time.process_time() - cpu0, "lat": lat, "service": service, "errors": errors,
-                "by_label": by_label}
-
-    return asyncio.run(run())
-
-
-def open_loop(http: dict, bench, kind: str, rate: float, seconds: float, clients: int, max_in_flight: int,
-              spy: Path | None) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    start_at = time.time() + 6  # time for the spawned clients to import, prepare and warm up
-    cpu_before = process_cpu_s(http["pid"])
-    opened = sessions(bench.admin, bench.name)
-    pg0 = postgres_cpu_s(bench.dsn)
-    load: dict = {}
-    threading.Thread(target=lambda: (time.sleep(max(0.0, start_at + seconds / 2 - time.time())),
-                                     load.update(machine_load())), daemon=True).start()
-    with py_spy(http["pid"], spy, 6 + seconds) if spy else contextlib.nullcontext():
-        with ProcessPoolExecutor(clients, mp_context=ctx) as pool:
-            futures = [pool.submit(_open_loop_client, http["base"], http["headers"], kind, rate / clients, seconds,
-                                   start_at, 100 + c, max_in_flight) for c in range(clients)]
-            parts = [f.result() for f in futures]
-    server_cpu = process_cpu_s(http["pid"]) - cpu_before  # includes the clients' warm-up
-    pg_cpu = postgres_cpu_s(bench.dsn) - pg0
-    opened = sessions(bench.admin, bench.name) - opened
-    ok = sum(len(p["lat"]) for p in parts)
-    errors: dict[str, int] = {}
-    by_label: dict[str, list] = {}
-    for p in parts:
-        for k, v in p["errors"].items():
-            errors[k] = errors.get(k, 0) + v
-        for k, v in p["by_label"].items():
-            by_label.setdefault(k, []).extend(v)
-    elapsed = max(p["elapsed"] for p in parts)
-    sent = sum(p["sent"] for p in parts)
-    out = {"rate_asked": rate, "seconds": seconds, "clients": clients, "max_in_flight_per_client": max_in_flight,
-           "sent": sent, "shed": sum(p["shed"] for p in parts),
-           "sent_per_s": round(sent / max(p["sent_s"] for p in parts)), "ok": ok, "ok_per_s": round(ok / elapsed),
-           "errors": errors, "latency": percentiles([x for p in parts for x in p["lat"]]),
-           "service_latency": percentiles([x for p in parts for x in p["service"]]),
-           "client_cpu_ms_per_request": round(sum(p["cpu"] for p in parts) / max(ok, 1) * 1000, 3),
-           "server_cpu_ms_per_request": round(server_cpu / max(ok, 1) * 1000, 3),
-           "server_cpu_cores_busy": round(server_cpu / seconds, 2),
-           "postgres_cpu_cores_busy": None if opened else round(pg_cpu / seconds, 2),
-           "postgres_sessions_opened": opened, "load_during": load or None}
-    if len(by_label) > 1:
-        out["latency_by_filter"] = {k: percentiles(v) for k, v in sorted(by_label.items())}
-    if spy:
-        out["server_profile"] = summarize_collapsed(spy)
-    return out
 
 
 # --- (b) cases -----------------------------------------------------------------------------------------
@@ -464,7 +365,7 @@ def http_runs(args, bench, db: Database, workdir: Path, result: dict) -> None:
                 before = counts(db)
                 spy = workdir / f"server-responses-{rate:g}.txt" if args.py_spy else None
                 run = {"via": "POST /v1/responses, open loop, keep-alive connections (bench.common.Connection)",
-                       **open_loop(http, bench, "responses", rate, args.seconds, args.clients, args.max_in_flight,
+                       **open_loop(http, bench, partial(_requests, "responses"), rate, args.seconds, args.clients, args.max_in_flight,
                                    spy)}
                 after = counts(db)
                 run["responses_stored"] = after["responses"] - before["responses"]
@@ -485,7 +386,7 @@ def http_runs(args, bench, db: Database, workdir: Path, result: dict) -> None:
             print(f"(b) GET /v1/cases at {args.case_rate:g}/s mixed filters for {args.seconds:g}s …", flush=True)
             spy = workdir / "server-cases.txt" if args.py_spy else None
             out["open_loop"] = {"via": "GET /v1/cases, filters mixed evenly, open loop, keep-alive connections",
-                                **open_loop(http, bench, "cases", args.case_rate, args.seconds, args.clients,
+                                **open_loop(http, bench, partial(_requests, "cases"), args.case_rate, args.seconds, args.clients,
                                             args.max_in_flight, spy)}
             print(json.dumps({k: v for k, v in out["open_loop"].items() if k != "server_profile"}, indent=2),
                   flush=True)

@@ -35,23 +35,21 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import random
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/loyalty.py` finds bench.common
 
 from bench.common import (  # noqa: E402
-    ROOT, Connection, CountingCursor, connections, fresh_database, machine_load, percentiles, postgres_cpu_s,
-    process_cpu_s, py_spy, run_info, run_workers, running_service, sessions, summarize_collapsed,
+    ROOT, CountingCursor, connections, fresh_database, machine_load, open_loop, percentiles, postgres_cpu_s,
+    run_info, run_workers, running_service,
 )
 from services.loyalty import handlers  # noqa: E402
 from services.loyalty.settings import LoyaltySettings  # noqa: E402
@@ -226,53 +224,8 @@ def profile_postings(db: Database, customers: int, events: int, batch: int) -> d
 
 # --- (b) member reads --------------------------------------------------------------------------------
 
-def _read_client(base: str, headers: dict, ids: list[str], rate: float, seconds: float, start_at: float,
-                 seed: int, max_in_flight: int) -> dict:
-    async def run() -> dict:
-        rnd = random.Random(seed)
-        lat, service, errors = [], [], {}
-        shed = 0
-        idle = connections(base, headers, max_in_flight)  # a request in flight holds one
-        for conn in idle:  # warm: connections, the server's threads, pool and caches
-            for _ in range(3):
-                await conn.get(f"/v1/members/{rnd.choice(ids)}")
-
-        async def one(conn: Connection, due: float) -> None:
-            sent = time.perf_counter()
-            try:
-                status = await conn.get(f"/v1/members/{rnd.choice(ids)}")
-                error = None if status == 200 else f"http {status}"
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, TypeError) as exc:
-                error = type(exc).__name__
-            finally:
-                idle.append(conn)
-            done = time.perf_counter()
-            if error:
-                errors[error] = errors.get(error, 0) + 1
-            else:
-                lat.append(done - due)
-                service.append(done - sent)
-
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        tasks = []
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        for k in range(int(rate * seconds)):
-            due = t0 + k / rate  # open loop: the schedule never waits for answers
-            if (delay := due - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)
-            if not idle:  # max_in_flight outstanding: the server is that far behind; count it, don't queue it
-                shed += 1
-                continue
-            tasks.append(asyncio.create_task(one(idle.pop(), due)))
-        sent_s = time.perf_counter() - t0
-        await asyncio.gather(*tasks)
-        for conn in idle:
-            conn.close()
-        return {"sent": len(tasks), "shed": shed, "sent_s": sent_s, "elapsed": time.perf_counter() - t0,
-                "cpu": time.process_time() - cpu0, "lat": lat, "service": service, "errors": errors}
-
-    return asyncio.run(run())
+def _member_request(ids: list[str], rnd: random.Random):
+    return "GET", f"/v1/members/{rnd.choice(ids)}", None, "member"
 
 
 def sequential_reads(http: dict, ids: list[str], calls: int) -> dict:
@@ -309,54 +262,10 @@ def read_runs(args, bench, ids: list[str], workdir: Path) -> dict:
                   flush=True)
             spy = workdir / f"server-reads-{rate:g}.txt" if args.py_spy else None
             run = {"via": "open loop, keep-alive connections (bench.loyalty.Connection)", "members": len(ids),
-                   **bench_reads(http, bench.dsn, bench, ids, rate, args.read_seconds, args.clients,
-                                 args.max_in_flight, spy)}
+                   **open_loop(http, bench, partial(_member_request, ids), rate, args.read_seconds, args.clients,
+                               args.max_in_flight, spy)}
             out["open_loop"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "server_profile"}, indent=2), flush=True)
-    return out
-
-
-def bench_reads(http: dict, dsn: str, bench, ids: list[str], rate: float, seconds: float, clients: int,
-                max_in_flight: int, spy: Path | None) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    start_at = time.time() + 6  # time for the spawned clients to import and warm up
-    cpu_before = process_cpu_s(http["pid"])
-    opened = sessions(bench.admin, bench.name)
-    pg0 = postgres_cpu_s(dsn)
-    load: dict = {}
-    threading.Thread(target=lambda: (time.sleep(max(0.0, start_at + seconds / 2 - time.time())),
-                                     load.update(machine_load())), daemon=True).start()
-    with py_spy(http["pid"], spy, 6 + seconds) if spy else contextlib.nullcontext():
-        with ProcessPoolExecutor(clients, mp_context=ctx) as pool:
-            futures = [pool.submit(_read_client, http["base"], http["headers"], ids, rate / clients, seconds,
-                                   start_at, 100 + c, max_in_flight) for c in range(clients)]
-            parts = [f.result() for f in futures]
-    # both include the clients' warm-up (about 200 requests) and their start-up wait (idle)
-    server_cpu = process_cpu_s(http["pid"]) - cpu_before
-    pg_cpu = postgres_cpu_s(dsn) - pg0
-    opened = sessions(bench.admin, bench.name) - opened
-    ok = sum(len(p["lat"]) for p in parts)
-    errors: dict[str, int] = {}
-    for p in parts:
-        for k, v in p["errors"].items():
-            errors[k] = errors.get(k, 0) + v
-    elapsed = max(p["elapsed"] for p in parts)
-    shed = sum(p["shed"] for p in parts)
-    out = {"rate_asked": rate, "seconds": seconds, "clients": clients, "max_in_flight_per_client": max_in_flight,
-           "sent": sum(p["sent"] for p in parts), "shed": shed,
-           "sent_per_s": round(sum(p["sent"] for p in parts) / max(p["sent_s"] for p in parts)),
-           "ok": ok, "ok_per_s": round(ok / elapsed), "errors": errors,
-           "latency": percentiles([x for p in parts for x in p["lat"]]),
-           "service_latency": percentiles([x for p in parts for x in p["service"]]),
-           # on a small machine the load generator competes with the server for the same cores
-           "client_cpu_ms_per_request": round(sum(p["cpu"] for p in parts) / max(ok, 1) * 1000, 3),
-           "server_cpu_ms_per_request": round(server_cpu / max(ok, 1) * 1000, 3),
-           "server_cpu_cores_busy": round(server_cpu / seconds, 2),
-           # backends the server opened and closed meanwhile were not sampled: no number then
-           "postgres_cpu_cores_busy": None if opened else round(pg_cpu / seconds, 2),
-           "postgres_sessions_opened": opened, "load_during": load or None}
-    if spy:
-        out["server_profile"] = summarize_collapsed(spy)
     return out
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import importlib
-
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -59,6 +60,8 @@ def simulate(
                                                          "program (rules, exchange rates) first.")] = None,
     feedback_url: Annotated[str | None, typer.Option(help="Base URL of the feedback service: set the stores' "
                                                           "business hours and case owners first.")] = None,
+    insights_url: Annotated[str | None, typer.Option(help="Base URL of the insights service: set the stores' "
+                                                          "zones first.")] = None,
 ):
     """Post a simulated chain's touchpoints to the ingestion API (and book through the booking API)."""
     from hub.simulate import run as run_simulation
@@ -71,7 +74,7 @@ def simulate(
             typer.echo(f"ingestion answered {getattr(result, 'status_code', result)}", err=True)
 
     sent = run_simulation(identity_url, api_key, rate, duration, seed, on_batch=report, booking_url=booking_url,
-                          loyalty_url=loyalty_url, feedback_url=feedback_url)
+                          loyalty_url=loyalty_url, feedback_url=feedback_url, insights_url=insights_url)
     typer.echo(f"accepted {sent} touchpoints")
 
 
@@ -148,3 +151,48 @@ def export_clusters(out: Annotated[Path, typer.Argument(help="CSV to write: sour
 
     url, how, _server = database_url(home)
     raise typer.Exit(run_export_command(out, tenant, source, (url, how)))
+
+
+insights_app = typer.Typer(help="Insights tools.", no_args_is_help=True)
+app.add_typer(insights_app, name="insights")
+
+
+@insights_app.command("backtest")
+def backtest(as_of: Annotated[datetime, typer.Option("--as-of", formats=["%Y-%m-%d"],
+                                                     help="Score with only what was known before this day.")],
+             horizon: Annotated[int, typer.Option("--horizon", min=1, max=730,
+                                                  help="Days in which a paid visit counts as staying.")] = 90,
+             tenant: TenantOption = "demo", home: HomeOption = Path(".hub"), json: JsonOption = False):
+    """How well churn risk predicts "no paid visit within the horizon": ROC AUC, precision and recall at
+    the alert threshold, calibration. Reads ClickHouse: CLICKHOUSE_URL, or the embedded data of `make run`
+    (stop it first: one process may open the embedded engine)."""
+    import orjson
+    from rich.console import Console
+    from rich.table import Table
+
+    insights = {name: importlib.import_module(f"services.insights.{name}") for name in
+                ("backtest", "settings", "warehouse")}  # loaded like `hub serve` loads services
+    os.environ.setdefault("INSIGHTS_CLICKHOUSE_PATH", str(home.resolve() / "clickhouse"))
+    settings = insights["settings"].InsightsSettings()
+    warehouse = insights["warehouse"].Warehouse.open(settings)
+    cutoff = as_of.replace(tzinfo=ZoneInfo(settings.default_timezone))
+    result = insights["backtest"].run_backtest(warehouse, tenant, cutoff, horizon, settings.scoring)
+    if json:
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    console = Console()
+    summary = Table(title=f"Churn backtest — {tenant}, as of {as_of.date()}, {horizon}-day horizon")
+    for column in ("population", "customers", "churn rate", "ROC AUC", "flagged", "precision", "recall", "accuracy"):
+        summary.add_column(column)
+    for name in ("customers_with_paid_visit", "all_customers"):
+        r = result[name]
+        summary.add_row(name.replace("_", " "), *(str(r[k]) for k in (
+            "customers", "churn_rate", "roc_auc", "flagged", "precision", "recall", "accuracy")))
+    console.print(summary)
+    calibration = Table(title="Calibration (customers with a paid visit)")
+    for column in ("risk", "customers", "mean risk", "churned"):
+        calibration.add_column(column)
+    for row in result["customers_with_paid_visit"]["calibration"]:
+        calibration.add_row(f"{row['from']:.1f}–{row['to']:.1f}", str(row["customers"]), str(row["mean_risk"]),
+                            str(row["churned_rate"]))
+    console.print(calibration)

@@ -169,6 +169,7 @@ def print_banner(stack: Stack, elapsed: float) -> None:
         table.add_row(name, stack.url(name), stack.url(name) + "/docs")
     console.print(table)
     console.print(f"Demo API key (tenant 'demo'): [bold]{stack.demo_key}[/bold]")
+    console.print(f"Ops dashboard: {stack.url('insights')}/dashboard?key={stack.demo_key}")
     console.print(f"Logs: {stack.home / 'logs'}    Stop: Ctrl-C")
 
 
@@ -196,6 +197,7 @@ def run(home: Path, simulate: bool, rate: float, ready_timeout_s: float = 90) ->
                 [sys.executable, "-m", "hub", "simulate", "--rate", str(rate),
                  "--identity-url", stack.url("identity"), "--booking-url", stack.url("booking"),
                  "--loyalty-url", stack.url("loyalty"), "--feedback-url", stack.url("feedback"),
+                 "--insights-url", stack.url("insights"),
                  "--api-key", stack.demo_key],
                 env=stack.env, log_path=home / "logs" / "simulator.log")
             console.print(f"Simulated chain: ~{rate:g} touchpoints/s (log: {home / 'logs' / 'simulator.log'})")

@@ -255,7 +255,12 @@ def store_hours(store: Store) -> dict:
                       for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
 
 
-def set_up_services(headers: dict, loyalty_url: str | None, feedback_url: str | None) -> None:
+def set_up_services(headers: dict, loyalty_url: str | None, feedback_url: str | None,
+                    insights_url: str | None = None) -> None:
+    if insights_url:  # the dashboard's dates are store-local
+        for store in STORES:
+            httpx.put(f"{insights_url}/v1/stores/{store.store_id}", headers=headers, timeout=30,
+                      json={"name": store.store_id, "timezone": store.zone}).raise_for_status()
     if loyalty_url:
         httpx.put(f"{loyalty_url}/v1/program", json=LOYALTY_PROGRAM, headers=headers, timeout=30).raise_for_status()
     if feedback_url:
@@ -266,10 +271,11 @@ def set_up_services(headers: dict, loyalty_url: str | None, feedback_url: str | 
 
 def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, seed: int,
         on_batch=None, booking_url: str | None = None, loyalty_url: str | None = None,
-        feedback_url: str | None = None) -> int:
+        feedback_url: str | None = None, insights_url: str | None = None) -> int:
     """Post events at about `rate` per second until `duration_s` (forever when None); with `booking_url`,
     also set up the booking catalogue and run the front desk (about two booking actions per second); with
-    `loyalty_url` and `feedback_url`, set the chain's loyalty program and its stores' hours first."""
+    `loyalty_url`, `feedback_url` and `insights_url`, set the chain's loyalty program, its stores' hours and
+    zones first."""
     from hub.simulate_booking import FrontDesk, seed_catalogue
 
     chain = Chain(random.Random(seed))
@@ -279,7 +285,7 @@ def run(identity_url: str, api_key: str, rate: float, duration_s: float | None, 
     with httpx.Client(base_url=identity_url, headers=headers, timeout=30) as client, \
             httpx.Client(base_url=booking_url or identity_url, headers=headers, timeout=30) as desk_client:
         desk = None
-        set_up_services(headers, loyalty_url, feedback_url)
+        set_up_services(headers, loyalty_url, feedback_url, insights_url)
         if booking_url:
             seed_catalogue(desk_client)
             desk = FrontDesk(desk_client, chain, random.Random(seed + 1))

@@ -95,9 +95,10 @@ LOYALTY_CHANGES = TopicSpec(
     partitions=6,
     key="customer_id",
     producers=("loyalty",),
-    consumers=("identity",),
+    consumers=("identity", "insights"),
     why="Points earned, redeemed, expired, reversed or adjusted and tier changes, each with the balance "
-        "after it: identity shows tier and balance in the customer 360; insights and subscribers read it.",
+        "after it: identity shows tier and balance in the customer 360; insights scores tier changes; "
+        "subscribers read it.",
     carries="loyalty",
     public=True,
 )
@@ -107,10 +108,10 @@ FEEDBACK_CHANGES = TopicSpec(
     partitions=6,
     key="customer_id (the response id for an anonymous kiosk answer)",
     producers=("feedback",),
-    consumers=("identity", "loyalty"),
+    consumers=("identity", "loyalty", "insights"),
     why="Survey invitations for the message channel to deliver, answers with their scores, and complaint "
         "cases opened, breaching their SLA and resolved: identity keeps the last NPS in the 360, loyalty "
-        "awards points for answers; insights and subscribers read it.",
+        "awards points for answers; insights keeps answers and cases for NPS trends, complaint SLAs and churn risk.",
     carries="feedback",
     public=True,
 )

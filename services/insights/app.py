@@ -6,7 +6,7 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 
-from services.insights import api
+from services.insights import api, dashboard, page
 from services.insights.processors import build_processor
 from services.insights.settings import InsightsSettings
 from services.insights.warehouse import Warehouse
@@ -22,13 +22,7 @@ def create_app(settings: InsightsSettings | None = None):
     setup_tracing(settings.service_name)
     @asynccontextmanager
     async def lifespan(app):
-        def open_warehouse():
-            warehouse = Warehouse(url=settings.clickhouse_url, path=settings.clickhouse_path,
-                                  database=settings.clickhouse_database)
-            warehouse.migrate()
-            return warehouse
-
-        app.state.warehouse = await asyncio.to_thread(open_warehouse)
+        app.state.warehouse = await asyncio.to_thread(Warehouse.open, settings)
         if settings.run_processors:
             await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap_servers, all_topics(),
                                     prefix=settings.topic_prefix,
@@ -64,8 +58,9 @@ def create_app(settings: InsightsSettings | None = None):
         settings=settings,
         key_verifier=KeyVerifier.from_settings(settings),
         readiness={"clickhouse": clickhouse, "processors": processors},
-        routers=[api.touchpoints],
+        routers=[api.touchpoints, dashboard.routes, dashboard.stores, page.page],
         lifespan=lifespan,
     )
     app.state.warehouse = app.state.processor = None  # set by the lifespan
+    app.state.settings = settings
     return app

@@ -15,14 +15,22 @@ from pathlib import Path
 import faust
 from opentelemetry.trace import format_trace_id
 
+from services.insights.customers import Changes, CustomerBook
+from services.insights.profile import Profile
+from services.insights.schema import CASE_EVENTS, SURVEY_ANSWERS, TOUCHPOINTS
 from services.insights.settings import InsightsSettings
 from services.insights.warehouse import Warehouse, touchpoint_row
 from shared.bus.consumer import dead_letter_headers
 from shared.erasure import customer_change, erasure_confirmed
-from shared.events import CustomerErased, DecodeError, Touchpoint, decode, encode
+from shared.events import CustomerErased, CustomerMerged, CustomerSplit, DecodeError, Touchpoint, decode, encode
+from shared.events.feedback import CaseOpened, CaseResolved, CaseSlaBreached, SurveyAnswered
+from shared.events.loyalty import TierChanged
 from shared.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_PROCESSED
 from shared.telemetry import carrier_from_kafka_headers, context_from_carrier, tracer
-from shared.topics import CUSTOMERS_CHANGES, ERASURE_CONFIRMATIONS, TOUCHPOINTS_RESOLVED, TopicSpec
+from shared.topics import (
+    CUSTOMERS_CHANGES, CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, FEEDBACK_CHANGES, LOYALTY_CHANGES, TOUCHPOINTS_RESOLVED,
+    TopicSpec,
+)
 
 log = logging.getLogger(__name__)
 _tracer = tracer("insights")
@@ -41,8 +49,9 @@ class _Record:
         self.headers = _headers(message)
 
 
-def faust_app(settings: InsightsSettings, app_id: str = "insights") -> faust.App:
-    """A faust app configured for the platform's brokers (every insights processor uses this)."""
+def faust_app(settings: InsightsSettings, app_id: str = "insights", with_tables: bool = False) -> faust.App:
+    """A faust app configured for the platform's brokers (every insights processor uses this). The
+    processors keep their state in ClickHouse, not in faust tables; an app with tables must say so."""
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap_servers.split(","))
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,20 +69,46 @@ def faust_app(settings: InsightsSettings, app_id: str = "insights") -> faust.App
         broker_heartbeat_interval=2,
         broker_commit_interval=1.0,
         # Table changelogs recover completely only with one record per produce on the embedded broker.
-        producer_max_batch_size=1,
+        producer_max_batch_size=1 if with_tables else 16_384,
     )
 
 
-def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.App:
+async def rescore_everyone(book: CustomerBook, warehouse: Warehouse, publish_and_store) -> int:
+    """Re-score every stored customer at the book's clock, a page at a time under the book's lock (an
+    agent's batch waits for at most one page). Returns how many were scored."""
+    await asyncio.to_thread(book.refresh_reference)
+    scored = 0
+    pages = warehouse.state_pages()
+    while (rows := await asyncio.to_thread(next, pages, None)) is not None:
+        async with book.lock:
+            changes = Changes()
+            for tenant_id, customer_id, state in rows:
+                customer_id = str(customer_id)
+                try:
+                    profile = book.cached(tenant_id, customer_id) or Profile.loads(tenant_id, customer_id, state)
+                    book.rescore(profile, changes)
+                except Exception:  # one customer's bad digest must not stop everyone else's tick
+                    log.exception("re-scoring %s/%s failed", tenant_id, customer_id)
+            await publish_and_store(changes)
+        scored += len(rows)
+    return scored
+
+
+def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: CustomerBook | None = None) -> faust.App:
     """Built inside the running event loop (the API process's), never at import time."""
     app = faust_app(settings)
+    book = book or CustomerBook(warehouse, config=settings.scoring, default_zone=settings.default_timezone)
+    app.hub_book = book
 
     def raw_topic(spec: TopicSpec):
         return app.topic(settings.topic(spec.name), value_serializer="raw", key_serializer="raw")
 
     source, changes, confirmations = raw_topic(TOUCHPOINTS_RESOLVED), raw_topic(CUSTOMERS_CHANGES), \
         raw_topic(ERASURE_CONFIRMATIONS)
-    dead_letter_topics = {spec.name: raw_topic(spec.dlq) for spec in (TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES)}
+    loyalty_topic, feedback_topic, scores_topic = raw_topic(LOYALTY_CHANGES), raw_topic(FEEDBACK_CHANGES), \
+        raw_topic(CUSTOMERS_SCORES)
+    dead_letter_topics = {spec.name: raw_topic(spec.dlq) for spec in (
+        TOUCHPOINTS_RESOLVED, CUSTOMERS_CHANGES, LOYALTY_CHANGES, FEEDBACK_CHANGES)}
     app.hub_stats = {"stored": 0, "erased": 0, "dead_lettered": 0, "last_error": None, "last_batch_at": 0.0}
 
     async def until_done(step, what: str) -> None:
@@ -91,11 +126,11 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    async def insert_until_durable(rows: list[list]) -> None:
-        await until_done(lambda: asyncio.to_thread(warehouse.insert_touchpoints, rows), "ClickHouse insert")
+    async def dead_letter(message, error: Exception, spec: TopicSpec = TOUCHPOINTS_RESOLVED) -> None:
+        """Park a message that can never be applied, with the reason, durably before its offset moves."""
+        reason = error.reason if isinstance(error, DecodeError) else repr(error)
+        error_class = type(error).__name__
 
-    async def dead_letter(message, reason: str, error_class: str,
-                          spec: TopicSpec = TOUCHPOINTS_RESOLVED) -> None:
         async def send():
             headers = dead_letter_headers(_Record(message), reason, error_class)
             sent = await dead_letter_topics[spec.name].send(key=message.key, value=message.value, headers=headers)
@@ -105,10 +140,32 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
         MESSAGES_DEAD_LETTERED.labels("insights", spec.name, error_class).inc()
         app.hub_stats["dead_lettered"] += 1
 
+    async def load(tenant_id: str, customer_ids: set[str]) -> dict[str, Profile]:
+        """Digests, retried while ClickHouse is away: only a failure of the change itself is parked."""
+        found = {}
+
+        async def step():
+            found.update(await book.profiles(tenant_id, customer_ids))
+
+        await until_done(step, "ClickHouse state load")
+        return found
+
+    async def publish_and_store(changes: Changes) -> None:
+        """Score events first, then the rows: a crash in between re-derives the same events (same ids) from
+        the redelivered batch, while rows written first would mark it applied and lose the events."""
+        async def publish():
+            sent = [await scores_topic.send(key=str(e.customer_id).encode(), value=encode(e)) for e in changes.events]
+            await asyncio.gather(*sent)  # acknowledged by the broker
+
+        if changes.events:
+            await until_done(publish, "score event publish")
+        await until_done(lambda: asyncio.to_thread(warehouse.insert_many, changes.rows), "ClickHouse insert")
+
     @app.agent(source, name="touchpoint-sink")
     async def touchpoint_sink(stream):
+        storing = None
         async for batch in stream.noack().noack_take(settings.flush_max_rows, within=settings.flush_interval_s):
-            rows, spans = [], []
+            changes, spans, by_customer = Changes(), [], {}
             for event in batch:
                 message = event.message
                 try:
@@ -121,20 +178,136 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
                         attributes={"event.id": str(touchpoint.event_id), "event.type": touchpoint.type},
                     )
                     spans.append(span)  # ended after the insert, or right away if the row fails
-                    rows.append(touchpoint_row(touchpoint, format_trace_id(span.get_span_context().trace_id)))
+                    changes.rows[TOUCHPOINTS].append(
+                        touchpoint_row(touchpoint, format_trace_id(span.get_span_context().trace_id)))
+                    by_customer.setdefault((touchpoint.tenant_id, str(touchpoint.customer_id)), []).append(
+                        (touchpoint, message))
                 except Exception as exc:  # this message can never be stored: park it with the reason
-                    if len(spans) > len(rows):
+                    if len(spans) > len(changes.rows[TOUCHPOINTS]):
                         spans.pop().end()
-                    reason = exc.reason if isinstance(exc, DecodeError) else repr(exc)
-                    await dead_letter(message, reason, type(exc).__name__)
-            await insert_until_durable(rows)
-            for span in spans:
-                span.end()
+                    await dead_letter(message, exc)
+            async with book.lock:
+                await apply_touchpoints(by_customer, changes)
+            # One batch in flight: this batch's rows go to ClickHouse while the next one is decoded and
+            # scored. Batches are stored and acknowledged in order, each only once it is durable.
+            if storing is not None:
+                await storing
+            storing = asyncio.ensure_future(store_and_ack(stream, batch, changes, spans))
+        if storing is not None:
+            await storing
+
+    async def store_and_ack(stream, batch, changes: Changes, spans) -> None:
+        await publish_and_store(changes)
+        for span in spans:
+            span.end()
+        for event in batch:
+            await stream.ack(event)
+        stored = len(changes.rows[TOUCHPOINTS])
+        app.hub_stats["stored"] += stored
+        app.hub_stats["last_batch_at"] = time.monotonic()
+        MESSAGES_PROCESSED.labels("insights", TOUCHPOINTS_RESOLVED.name).inc(stored)
+
+    async def apply_touchpoints(by_customer: dict, changes: Changes) -> None:
+        """Fold each customer's touchpoints into their digest and re-score it. The touchpoint rows are
+        stored regardless; if a customer's update fails, their messages also go to the dead-letter topic
+        with the reason, to be replayed once fixed (a replayed touchpoint is deduplicated by event id)."""
+        for tenant_id in {t for t, _ in by_customer}:
+            profiles = await load(tenant_id, {c for t, c in by_customer if t == tenant_id})
+            for customer_id, profile in profiles.items():
+                received = by_customer[(tenant_id, customer_id)]
+                try:
+                    changed = False
+                    for touchpoint, _ in received:
+                        if touchpoint.type == "survey.answered":  # a redelivered answer collapses in ClickHouse
+                            changes.rows[SURVEY_ANSWERS].append(book.answer_row(touchpoint, "touchpoint"))
+                        changed |= profile.apply_touchpoint(touchpoint)
+                    if changed or not profile.stage:
+                        book.rescore(profile, changes)
+                except Exception as exc:
+                    log.exception("updating customer %s/%s failed", tenant_id, customer_id)
+                    book.forget(tenant_id, [customer_id])  # reloaded as stored, without the parked events
+                    for _, message in received:
+                        await dead_letter(message, exc)
+
+    async def consume_batches(stream, spec: TopicSpec, apply) -> None:
+        """Decode a batch (parking what cannot be), apply it under the book's lock, publish and store what
+        it produced, and only then acknowledge it."""
+        async for batch in stream.noack().noack_take(settings.flush_max_rows, within=settings.flush_interval_s):
+            events = []
+            for event in batch:
+                try:
+                    events.append((decode(event.message.value), event.message))
+                except Exception as exc:
+                    await dead_letter(event.message, exc, spec)
+            async with book.lock:
+                changes = Changes()
+                for decoded_event, message in events:
+                    await apply_or_park(apply, decoded_event, message, changes, spec)
+                if changes:
+                    await publish_and_store(changes)
             for event in batch:
                 await stream.ack(event)
-            app.hub_stats["stored"] += len(rows)
-            app.hub_stats["last_batch_at"] = time.monotonic()
-            MESSAGES_PROCESSED.labels("insights", TOUCHPOINTS_RESOLVED.name).inc(len(rows))
+            MESSAGES_PROCESSED.labels("insights", spec.name).inc(len(events))
+
+    async def apply_or_park(apply, event, message, changes: Changes, spec: TopicSpec) -> None:
+        """Apply one event; if that fails (transient failures are retried inside), park it with the reason
+        and drop whatever it half-produced, so an agent never crashes past uncommitted offsets."""
+        applied = Changes()
+        try:
+            await apply(event, applied)
+        except Exception as exc:
+            log.exception("applying %s %s failed", event.type, event.event_id)
+            book.forget_everyone()  # digests it touched may be half-changed: reload them as stored
+            await dead_letter(message, exc, spec)
+            return
+        for table, rows in applied.rows.items():
+            changes.rows[table].extend(rows)
+        changes.events.extend(applied.events)
+
+    async def apply_loyalty(event, changes: Changes) -> None:
+        if isinstance(event, TierChanged):
+            profile = (await load(event.tenant_id, {str(event.customer_id)}))[str(event.customer_id)]
+            if profile.apply_tier(event):
+                book.rescore(profile, changes)
+
+    async def apply_feedback(event, changes: Changes) -> None:
+        """Answers and case events become rows (deduplicated by event id in ClickHouse); a known customer's
+        answers and opened or resolved cases also feed their risk."""
+        if isinstance(event, SurveyAnswered):
+            changes.rows[SURVEY_ANSWERS].append(book.answer_row(event, event.payload.source))
+        elif isinstance(event, (CaseOpened, CaseSlaBreached, CaseResolved)):
+            changes.rows[CASE_EVENTS].append(book.case_row(event))
+        if event.customer_id is None or not isinstance(event, (SurveyAnswered, CaseOpened, CaseResolved)):
+            return
+        profile = (await load(event.tenant_id, {str(event.customer_id)}))[str(event.customer_id)]
+        changed = profile.apply_answer(event) if isinstance(event, SurveyAnswered) else profile.apply_case(event)
+        if changed:
+            book.rescore(profile, changes)
+
+    async def apply_identity(event, changes: Changes) -> None:
+        """Merges and splits move a customer's digest and touchpoints; erasures are handled one by one."""
+        tenant_id = event.tenant_id
+        if isinstance(event, CustomerMerged):
+            survivor_id = str(event.customer_id)
+            merged_ids = [str(c) for c in event.payload.merged_customer_ids if str(c) != survivor_id]
+            profiles = await load(tenant_id, {survivor_id, *merged_ids})
+            survivor = profiles[survivor_id]
+            for merged_id in merged_ids:
+                survivor.absorb(profiles[merged_id])
+                book.drop(tenant_id, merged_id, changes)
+            await until_done(lambda: asyncio.to_thread(warehouse.reattribute, tenant_id, merged_ids, survivor_id),
+                             "ClickHouse re-attribution")
+            book.rescore(survivor, changes)
+        elif isinstance(event, CustomerSplit):
+            source_id, new_id = str(event.customer_id), str(event.payload.new_customer_id)
+            moved_ids = {str(e) for e in event.payload.moved_event_ids}
+            profiles = await load(tenant_id, {source_id, new_id})
+            profiles[new_id].absorb(profiles[source_id].split_off(new_id, moved_ids))
+            if moved_ids:
+                await until_done(lambda: asyncio.to_thread(warehouse.reattribute, tenant_id, [source_id], new_id,
+                                                           sorted(moved_ids)), "ClickHouse re-attribution")
+            book.rescore(profiles[source_id], changes)
+            book.rescore(profiles[new_id], changes)
 
     async def erase(erased: CustomerErased) -> None:
         """Anonymise, then publish the confirmation and wait for the broker's acknowledgement. Separate
@@ -161,22 +334,50 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse) -> faust.A
             "records_anonymised": anonymised})
         app.hub_stats["erased"] += 1
 
-    @app.agent(changes, name="customer-erasure")
-    async def customer_erasure(stream):
-        """One event at a time: erasures are rare, and every other profile change is only acknowledged
-        (merges and splits re-attribute rows with their own issue)."""
+    @app.agent(changes, name="customer-changes")
+    async def customer_changes(stream):
+        """One event at a time, in order: a merge, split or erasure must see the ones before it applied."""
         async for event in stream.noack().events():
             message = event.message
             try:
                 change = customer_change(decode(message.value))
             except Exception as exc:  # can never be applied: park it with the reason
-                reason = exc.reason if isinstance(exc, DecodeError) else repr(exc)
-                await dead_letter(message, reason, type(exc).__name__, CUSTOMERS_CHANGES)
+                await dead_letter(message, exc, CUSTOMERS_CHANGES)
                 await stream.ack(event)
                 continue
-            if isinstance(change, CustomerErased):
-                await erase(change)
+            async with book.lock:
+                if isinstance(change, CustomerErased):
+                    book.forget(change.tenant_id, change.payload.customer_ids)
+                    await erase(change)
+                else:
+                    applied = Changes()
+                    await apply_or_park(apply_identity, change, message, applied, CUSTOMERS_CHANGES)
+                    if applied:
+                        await publish_and_store(applied)
             await stream.ack(event)
             MESSAGES_PROCESSED.labels("insights", CUSTOMERS_CHANGES.name).inc()
+
+    @app.agent(loyalty_topic, name="loyalty-tiers")
+    async def loyalty_tiers(stream):
+        await consume_batches(stream, LOYALTY_CHANGES, apply_loyalty)
+
+    @app.agent(feedback_topic, name="feedback-answers")
+    async def feedback_answers(stream):
+        await consume_batches(stream, FEEDBACK_CHANGES, apply_feedback)
+
+    @app.task
+    async def load_reference():
+        await asyncio.to_thread(book.refresh_reference)
+
+    @app.timer(settings.zones_refresh_s, on_leader=False)
+    async def refresh_zones():
+        await asyncio.to_thread(book.refresh_zones)
+
+    async def rescore_all() -> int:
+        """The daily tick: risk rises and stages move to at_risk or churned while nothing happens."""
+        return await rescore_everyone(book, warehouse, publish_and_store)
+
+    app.timer(settings.rescore_every_s, on_leader=False)(rescore_all)
+    app.hub_rescore_all = rescore_all
 
     return app

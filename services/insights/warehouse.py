@@ -13,7 +13,9 @@ from uuid import UUID
 import clickhouse_connect
 import orjson
 
-from services.insights.schema import TOUCHPOINTS
+from services.insights.schema import (
+    CASE_EVENTS, CUSTOMER_SCORES, CUSTOMER_STATE, LIFECYCLE_TRANSITIONS, STORES, SURVEY_ANSWERS, TOUCHPOINTS, Table,
+)
 from shared.erasure import NIL_CUSTOMER_ID
 from shared.events import Touchpoint
 
@@ -42,6 +44,14 @@ class Warehouse:
             self.client = clickhouse_connect.get_client(interface="chdb", path=path)
             self.embedded = True
 
+    @classmethod
+    def open(cls, settings) -> "Warehouse":
+        """The warehouse an InsightsSettings names, migrated: what the app, the CLI and tests start from."""
+        warehouse = cls(url=settings.clickhouse_url, path=settings.clickhouse_path,
+                        database=settings.clickhouse_database)
+        warehouse.migrate()
+        return warehouse
+
     def migrate(self, directory: Path = MIGRATIONS_DIR) -> list[str]:
         db = self.database
         applied = []
@@ -67,10 +77,92 @@ class Warehouse:
             return self.client.command("SELECT 1") == 1
 
     def insert_touchpoints(self, rows: list[list]) -> None:
-        if not rows:
-            return
+        self.insert_many({TOUCHPOINTS: rows})
+
+    def insert_many(self, rows_by_table: dict[Table, list[list]]) -> None:
+        """One insert per table, in the given order (facts before the state that says they were applied)."""
         with self._lock:
-            self.client.insert(f"{self.database}.{TOUCHPOINTS.name}", rows, column_names=TOUCHPOINTS.column_names)
+            for table, rows in rows_by_table.items():
+                if rows:
+                    self.client.insert(f"{self.database}.{table.name}", rows, column_names=table.column_names)
+
+    def query(self, sql: str, parameters: dict | None = None) -> tuple[list[str], list[tuple]]:
+        """A read with `{db}` standing for the database; returns column names and rows."""
+        with self._lock:
+            result = self.client.query(sql.replace("{db}", self.database), parameters=parameters)
+        return list(result.column_names), result.result_rows
+
+    def load_states(self, tenant_id: str, customer_ids: Sequence[str]) -> dict[str, str]:
+        """Latest stored digest of each of these customers that has one (and was not merged away or erased)."""
+        if not customer_ids:
+            return {}
+        _, rows = self.query(
+            f"SELECT customer_id, state FROM {{db}}.{CUSTOMER_STATE.name} FINAL WHERE tenant_id = {{tenant:String}} "
+            "AND customer_id IN {ids:Array(UUID)} AND deleted = 0",
+            {"tenant": tenant_id, "ids": list(customer_ids)})
+        return {str(c): state for c, state in rows}
+
+    def state_pages(self, tenant_id: str | None = None, page: int = 5000):
+        """Every live digest, a page at a time (the daily re-scoring walks them)."""
+        after = "00000000-0000-0000-0000-000000000000"
+        tenant_filter = "AND tenant_id = {tenant:String}" if tenant_id else ""
+        last_tenant = ""
+        while True:
+            _, rows = self.query(
+                f"SELECT tenant_id, customer_id, state FROM {{db}}.{CUSTOMER_STATE.name} FINAL "
+                f"WHERE (tenant_id, customer_id) > ({{lt:String}}, {{after:UUID}}) AND deleted = 0 {tenant_filter} "
+                f"ORDER BY tenant_id, customer_id LIMIT {page}", {"lt": last_tenant, "after": after, "tenant": tenant_id})
+            if not rows:
+                return
+            yield rows
+            last_tenant, after = rows[-1][0], str(rows[-1][1])
+
+    def reattribute(self, tenant_id: str, from_ids: Sequence[str], to_id: str,
+                    event_ids: Sequence[str] | None = None) -> None:
+        """Touchpoints of `from_ids` (only `event_ids` of them, for a split) now belong to `to_id`: rewritten
+        with a higher attribution_version, which ReplacingMergeTree keeps."""
+        columns = TOUCHPOINTS.column_names
+        select = ", ".join("toUUID({to:String})" if c == "customer_id" else
+                           "attribution_version + 1" if c == "attribution_version" else c for c in columns)
+        only_events = "AND event_id IN {events:Array(UUID)}" if event_ids is not None else ""
+        with self._lock:
+            self.client.command(
+                f"INSERT INTO {self.database}.{TOUCHPOINTS.name} ({', '.join(columns)}) SELECT {select} "
+                f"FROM {self.database}.{TOUCHPOINTS.name} FINAL WHERE tenant_id = {{tenant:String}} "
+                f"AND customer_id IN {{ids:Array(UUID)}} {only_events}",
+                parameters={"tenant": tenant_id, "ids": list(from_ids), "to": to_id, "events": list(event_ids or [])})
+
+    def learn_intervals(self, tenant_id: str, before: datetime | None = None, min_gaps: int = 30) -> dict[str, float]:
+        """Median days between one customer's consecutive paid visits of a service category, per category
+        with at least `min_gaps` such gaps — what a chain's customers actually do (groom every 6 weeks …)."""
+        before_filter = "AND occurred_at < {before:DateTime64(3)}" if before else ""
+        _, rows = self.query(
+            "SELECT category, median(gap) AS days, count() AS gaps FROM ("
+            " SELECT category, day - lagInFrame(day) OVER (PARTITION BY customer_id, category ORDER BY day "
+            "   ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS gap, row_number() OVER "
+            "   (PARTITION BY customer_id, category ORDER BY day) AS n"
+            " FROM (SELECT DISTINCT customer_id, toDate(occurred_at) AS day, if(type = 'purchase.completed', "
+            "   'retail', JSONExtractString(payload, 'service_category')) AS category"
+            f"  FROM {{db}}.{TOUCHPOINTS.name} FINAL WHERE tenant_id = {{tenant:String}} {before_filter}"
+            "   AND type IN ('booking.completed', 'service.performed', 'purchase.completed')"
+            "   AND JSONExtractInt(payload, 'amount_minor') > 0)"
+            ") WHERE n > 1 AND gap > 0 GROUP BY category HAVING gaps >= {min_gaps:UInt32}",
+            {"tenant": tenant_id, "before": before, "min_gaps": min_gaps})
+        return {category: float(days) for category, days, _ in rows}
+
+    def tenants(self) -> list[str]:
+        _, rows = self.query(f"SELECT DISTINCT tenant_id FROM {{db}}.{CUSTOMER_STATE.name}")
+        return [t for (t,) in rows]
+
+    def save_store(self, tenant_id: str, store_id: str, name: str, timezone: str) -> None:
+        self.insert_many({STORES: [[tenant_id, store_id, name, timezone, datetime.now(UTC)]]})
+
+    def stores(self, tenant_id: str | None = None) -> dict[tuple[str, str], tuple[str, str]]:
+        """(tenant, store) -> (name, zone) of every configured store."""
+        where = "WHERE tenant_id = {tenant:String}" if tenant_id else ""
+        _, rows = self.query(f"SELECT tenant_id, store_id, name, timezone FROM {{db}}.{STORES.name} FINAL {where}",
+                             {"tenant": tenant_id})
+        return {(t, s): (n, z) for t, s, n, z in rows}
 
     def get_touchpoint(self, tenant_id: str, event_id: UUID) -> dict | None:
         with self._lock:
@@ -131,6 +223,13 @@ class Warehouse:
                 self.client.command(
                     f"ALTER TABLE {table} UPDATE customer_id = toUUID('{NIL_CUSTOMER_ID}'), payload = '{{}}' "
                     f"WHERE {where}", parameters=params, settings={"mutations_sync": 2})
+            for derived in (SURVEY_ANSWERS, CASE_EVENTS):  # the answers count on, anonymously
+                self.client.command(
+                    f"ALTER TABLE {self.database}.{derived.name} UPDATE customer_id = toUUID('{NIL_CUSTOMER_ID}') "
+                    f"WHERE {where}", parameters=params, settings={"mutations_sync": 2})
+            for derived in (CUSTOMER_STATE, CUSTOMER_SCORES, LIFECYCLE_TRANSITIONS):  # about the person: gone
+                self.client.command(f"ALTER TABLE {self.database}.{derived.name} DELETE WHERE {where}",
+                                    parameters=params, settings={"mutations_sync": 2})
         return touched
 
     def close(self) -> None:

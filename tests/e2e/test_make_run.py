@@ -149,6 +149,33 @@ def test_a_purchase_earns_points_at_the_simulated_chains_rate_and_the_360_shows_
     assert member["balance"] == 470 and member["expiring"]["next_90_days"] == 0
 
 
+def test_a_first_paid_service_makes_a_customer_a_purchaser_in_the_360_and_on_the_dashboard(stack):
+    event = {"event_id": str(uuid.uuid4()), "type": "service.performed", "occurred_at": datetime.now(UTC).isoformat(),
+             "channel": "pos", "store_id": "syd-surryhills", "identifiers": [{"type": "phone", "value": "+61 412 555 079"}],
+             "payload": {"service_ids": ["full-groom"], "service_category": "full_groom", "amount_minor": 9_000,
+                         "currency": "AUD"}}
+    response = httpx.post(stack.url("identity") + "/v1/touchpoints", json={"events": [event]}, headers=stack.headers)
+    assert response.json()["accepted"] == 1
+
+    def staged():
+        found = httpx.get(stack.url("identity") + "/v1/customers/lookup", headers=stack.headers,
+                          params={"type": "phone", "value": "+61412555079"})
+        lifecycle = found.json()["lifecycle"] if found.status_code == 200 else None
+        return found.json() if lifecycle and lifecycle["stage"] == "purchase" else None
+
+    view = wait_for(staged, 60)
+    assert view, "the purchase stage did not reach the customer 360"
+    lifecycle = view["lifecycle"]
+    assert (lifecycle["stage"], lifecycle["from_stage"], lifecycle["reason"]) == ("purchase", None, "first paid service")
+    assert view["churn_risk"] is None  # a first score of "low" crosses no threshold: nothing is announced
+    detail = httpx.get(f"{stack.url('insights')}/v1/dashboard/customers/{view['customer_id']}",
+                       headers=stack.headers).json()
+    assert (detail["stage"], detail["home_store_id"], detail["first_channel"]) == ("purchase", "syd-surryhills", "pos")
+    stores = httpx.get(stack.url("insights") + "/v1/dashboard/stores", headers=stack.headers).json()["stores"]
+    assert {"store_id": "syd-surryhills", "name": "syd-surryhills", "timezone": "Australia/Sydney"} in stores
+    assert httpx.get(stack.url("insights") + "/dashboard").status_code == 200
+
+
 def test_a_complaint_opens_a_case_owned_by_the_stores_manager_on_sydney_business_hours(stack):
     event = {"event_id": str(uuid.uuid4()), "type": "complaint.filed", "occurred_at": datetime.now(UTC).isoformat(),
              "channel": "phone", "store_id": "syd-surryhills", "identifiers": [{"type": "phone", "value": "+61 412 555 078"}],

@@ -18,6 +18,16 @@ def wait_until(predicate, timeout_s: float = 30, interval_s: float = 0.1, messag
     raise AssertionError(f"{message} not reached within {timeout_s}s")
 
 
+def read_available(bootstrap: str, topic: str, idle_ms: int = 3000) -> list:
+    """Every record of a topic from the beginning, until none arrives for `idle_ms`."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=idle_ms)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
 def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list:
     """Read a topic from the beginning until `expected` records arrived (counts records instead of
     trusting ListOffsets, which the embedded broker reports wrongly)."""

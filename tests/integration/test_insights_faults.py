@@ -26,17 +26,19 @@ class RefusingWarehouse:
     def __init__(self, real: Warehouse, failures: int):
         self.real, self.failures, self.refused = real, failures, 0
 
-    def insert_touchpoints(self, rows):
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def insert_many(self, rows_by_table):
         if self.refused < self.failures:
             self.refused += 1
             raise ConnectionError("ClickHouse is unavailable")
-        self.real.insert_touchpoints(rows)
+        self.real.insert_many(rows_by_table)
 
 
 def test_rows_wait_for_clickhouse_and_arrive_once_when_it_returns(service_env, kafka_bootstrap, topic_prefix):
     settings = settings_for(InsightsSettings, service_env, flush_interval_s=0.3)
-    real = Warehouse(url=settings.clickhouse_url, path=settings.clickhouse_path, database=settings.clickhouse_database)
-    real.migrate()
+    real = Warehouse.open(settings)
     flaky = RefusingWarehouse(real, failures=4)
     ensure_topics(kafka_bootstrap, all_topics(), prefix=topic_prefix)
 

@@ -691,6 +691,17 @@ def minutes(span: tuple[datetime, datetime]) -> range:
     return range(int((span[0] - EPOCH) / MIN), int((span[1] - EPOCH) / MIN))
 
 
+def runs(minute_set: set[int]) -> list[tuple[datetime, datetime]]:
+    """Maximal runs of consecutive minutes, as intervals of instants."""
+    out: list[list[int]] = []
+    for m in sorted(minute_set):
+        if out and out[-1][1] == m:
+            out[-1][1] = m + 1
+        else:
+            out.append([m, m + 1])
+    return [(EPOCH + a * MIN, EPOCH + b * MIN) for a, b in out]
+
+
 class Oracle:
     """The rules restated independently: per-minute sets instead of interval arithmetic."""
 
@@ -698,7 +709,11 @@ class Oracle:
         self.req, self.day, self.book = req, day, book
         s, tz = req.store, req.store.tz
         hours = () if day in s.holidays else s.opening_hours.get(day.weekday(), ())
-        self.opening = [(boundary(day, a, tz, later=False), boundary(day, b, tz, later=True)) for a, b in hours]
+        # The store is open at every minute some interval covers: intervals that touch in real time (as
+        # two the clocks' skipped hour brings together) are one opening, where a slot may span both.
+        open_minutes = set().union(*(minutes((boundary(day, a, tz, later=False), boundary(day, b, tz, later=True)))
+                                     for a, b in hours))
+        self.opening = runs(open_minutes)
         skill = req.service.required_skill
         self.qualified = {p.staff_id: p for p in req.staff if (req.staff_id is None or p.staff_id == req.staff_id)
                           and (skill is None or skill in p.skills)}
