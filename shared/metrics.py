@@ -12,3 +12,6 @@ HANDLER_RETRIES = Counter(
     "hub_handler_transient_retries_total", "Batches retried after a transient failure", ["service", "topic"]
 )
 BATCH_SECONDS = Histogram("hub_consumer_batch_seconds", "Time to handle one consumed batch", ["service", "topic"])
+WEBHOOK_ATTEMPTS = Counter(
+    "hub_webhook_attempts_total", "Webhook delivery attempts by what became of the delivery", ["outcome"]
+)

@@ -48,11 +48,11 @@ TOUCHPOINTS_RESOLVED = TopicSpec(
     partitions=12,
     key="customer_id",
     producers=("identity",),
-    consumers=("insights", "booking", "loyalty", "feedback"),
+    consumers=("insights", "booking", "loyalty", "feedback", "identity"),
     why="Touchpoints carrying their canonical customer_id, keyed by it so one customer's events stay in "
         "order for every downstream processor; booking learns from it whose appointment each booking is; "
         "loyalty earns and reverses points from it; feedback invites to surveys after visits and opens "
-        "cases on complaints.",
+        "cases on complaints; identity fans it out to webhook subscribers.",
     public=True,
 )
 
@@ -61,9 +61,10 @@ CUSTOMERS_CHANGES = TopicSpec(
     partitions=6,
     key="customer_id",
     producers=("identity",),
-    consumers=("booking", "loyalty", "feedback", "insights"),
+    consumers=("booking", "loyalty", "feedback", "insights", "identity"),
     why="Profile lifecycle (created, merged, split, consent changed, erased) so downstream state can follow "
-        "the profile: merged ids move to the survivor, split events move, erased customers are deleted.",
+        "the profile: merged ids move to the survivor, split events move, erased customers are deleted; "
+        "identity fans it out to webhook subscribers.",
     carries="customer",
     public=True,
 )

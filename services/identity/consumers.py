@@ -7,6 +7,7 @@ from services.identity import privacy, projection
 from services.identity.pii import Vault
 from services.identity.resolution import resolve_touchpoints
 from services.identity.settings import IdentitySettings
+from services.identity.webhooks.fanout import enqueue_deliveries
 from shared.bus.consumer import Delivery
 from shared.db import Database
 from shared.events import ErasureConfirmed
@@ -14,7 +15,9 @@ from shared.events.feedback import SurveyAnswered
 from shared.events.loyalty import LoyaltyEvent, TierChanged
 from shared.events.scores import CustomerChurnRiskChanged, CustomerLifecycleChanged
 from shared.runtime import ConsumerSpec
-from shared.topics import CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, FEEDBACK_CHANGES, LOYALTY_CHANGES, TOUCHPOINTS_RAW
+from shared.topics import (
+    CUSTOMERS_SCORES, ERASURE_CONFIRMATIONS, FEEDBACK_CHANGES, LOYALTY_CHANGES, TOUCHPOINTS_RAW, all_topics,
+)
 
 
 def record_confirmations(deliveries: list[Delivery], db: Database) -> None:
@@ -67,4 +70,7 @@ def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> li
         ConsumerSpec(CUSTOMERS_SCORES, "identity-scores", partial(record_scores, db=db)),
         ConsumerSpec(LOYALTY_CHANGES, "identity-loyalty", partial(record_loyalty, db=db)),
         ConsumerSpec(FEEDBACK_CHANGES, "identity-feedback", partial(record_feedback, db=db)),
+        # Webhooks: every public topic fans out to the subscriptions that want its events.
+        *(ConsumerSpec(spec, f"identity-webhooks.{spec.name}", partial(enqueue_deliveries, db=db), max_records=1000)
+          for spec in all_topics() if spec.public),
     ]

@@ -26,6 +26,7 @@ class Vault:
     def __init__(self, master_secret: str, cache_size: int = 50_000):
         master = master_secret.encode()
         self._wrap = AESGCM(_derive(master, b"wrap-customer-keys"))
+        self._seal = AESGCM(_derive(master, b"service-secrets"))
         # Copying a keyed HMAC is cheaper than keying a new one for every token.
         self._token_mac = hmac.new(_derive(master, b"identifier-tokens"), digestmod=hashlib.sha256)
         self._keys: OrderedDict[UUID, AESGCM] = OrderedDict()
@@ -61,6 +62,15 @@ class Vault:
         with self._lock:
             for key_id in key_ids:
                 self._keys.pop(key_id, None)
+
+    def seal(self, plaintext: str, context: bytes) -> bytes:
+        """Encrypt one of the hub's own secrets (a webhook signing secret) bound to its context."""
+        nonce = os.urandom(_NONCE)
+        return nonce + self._seal.encrypt(nonce, plaintext.encode(), context)
+
+    def unseal(self, blob: bytes, context: bytes) -> str:
+        blob = bytes(blob)
+        return self._seal.decrypt(blob[:_NONCE], blob[_NONCE:], context).decode()
 
     def encrypt(self, key_id: UUID, plaintext: str) -> bytes:
         nonce = os.urandom(_NONCE)

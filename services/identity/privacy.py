@@ -10,6 +10,7 @@ from uuid import UUID
 from services.identity import projection, store
 from services.identity.pii import Vault
 from services.identity.errors import Gone, NotFound
+from services.identity.webhooks.subscriptions import drop_for_erased
 from shared.bus.outbox import enqueue
 from shared.events import CustomerErased, ErasureConfirmed, utcnow
 from shared.events.customers import CustomerErasedPayload
@@ -77,6 +78,7 @@ def request_erasure(cur, vault: Vault, tenant_id: str, requested: UUID, requeste
     cur.execute("insert into identity.erasure_requests (request_id, tenant_id, customer_id, customer_ids, "
                 "requested_by, requested_at, expected) values (%s, %s, %s, %s, %s, %s, %s)",
                 (request_id, tenant_id, customer_id, cluster, requested_by, now, list(expected)))
+    anonymised += drop_for_erased(cur, cluster, now)
     _confirm(cur, request_id, "identity", deleted, anonymised, now)
     event = CustomerErased(event_id=uuid.uuid4(), occurred_at=now, recorded_at=now, tenant_id=tenant_id,
                            source="identity", customer_id=customer_id,

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -24,6 +26,29 @@ class IdentitySettings(ServiceSettings):
     erasure_services: tuple[str, ...] = Field(
         ("identity", "booking", "loyalty", "feedback", "insights"),
         description="Services that must confirm an erasure before it counts as complete.")
+
+    webhook_retry_delays_s: tuple[float, ...] = Field(
+        (5, 20, 80, 320, 1280, 5120, 20480, 28800, 28800, 28800),
+        description="Wait before each retry of a failed webhook delivery; after the last one it is a dead letter. "
+                    "The default spans about 31 hours (at least 28 with jitter).")
+    webhook_jitter: float = Field(0.1, ge=0, lt=1, description="Each wait is varied by up to this fraction.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="A receiver slower than this counts as failed.")
+    webhook_concurrency: int = Field(64, ge=1, description="Requests in flight per subscription at most.")
+    webhook_secret_grace_hours: float = Field(24, ge=0, description="How long a rotated-out secret still signs.")
+    webhook_dispatcher: bool = Field(True, description="Send webhooks from this process (replicas share the "
+                                                       "subscriptions; off for a process that only serves the API).")
+    webhook_allow_private_urls: bool | None = Field(
+        None, description="Deliver to loopback and private addresses; default: everywhere but production.")
+
+    @property
+    def webhook_private_urls_allowed(self) -> bool:
+        if self.webhook_allow_private_urls is not None:
+            return self.webhook_allow_private_urls
+        return self.environment != Environment.production
+
+    @property
+    def webhook_secret_grace(self) -> timedelta:
+        return timedelta(hours=self.webhook_secret_grace_hours)
 
     @model_validator(mode="after")
     def _refuse_default_pii_key_in_production(self):

@@ -1,0 +1,33 @@
+"""The signature every webhook request carries, so a receiver can prove the hub sent it and that it is
+fresh: `Hub-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`. While a rotated
+secret is in its grace period the header carries one v1 per secret, so receivers can switch at leisure."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets as _secrets
+
+SIGNATURE_HEADER = "Hub-Signature"
+SECRET_PREFIX = "whsec_"
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + _secrets.token_urlsafe(32)
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(secrets: list[str], timestamp: int, body: bytes) -> str:
+    return ",".join([f"t={timestamp}", *(f"v1={signature(s, timestamp, body)}" for s in secrets)])
+
+
+def verify(header: str, secret: str, body: bytes, now: float, tolerance_s: int = 300) -> bool:
+    """What a receiver does (the example receiver in examples/ does the same with the standard library)."""
+    parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
+    stamps = [v for k, v in parts if k == "t"]
+    if len(stamps) != 1 or not stamps[0].isdigit() or abs(now - int(stamps[0])) > tolerance_s:
+        return False
+    expected = signature(secret, int(stamps[0]), body)
+    return any(hmac.compare_digest(expected, v) for k, v in parts if k == "v1")
