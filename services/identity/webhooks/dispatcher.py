@@ -112,6 +112,7 @@ class Pump:
         self.contacts: dict[UUID, dict] = {}
         self.wake = asyncio.Event()
         self.stopped = False
+        self.next_load_at = 0.0
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.policy.concurrency, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=self.policy.timeout_s), skip_auto_headers=("User-Agent",))
@@ -124,11 +125,11 @@ class Pump:
         try:
             while not self.stopped:
                 if self.subscription.state == "active":
-                    if self.loaded < self.policy.max_loaded // 2:
-                        await asyncio.to_thread(self._load)
+                    if self.loaded < self.policy.max_loaded // 2 and time.monotonic() >= self.next_load_at:
+                        self._take(await asyncio.to_thread(self._fetch))
                     self._promote_due()
                     if self.unchecked:
-                        await asyncio.to_thread(self._check)
+                        await self._check()
                     while self.ready and self.in_flight < self.policy.concurrency:
                         self.in_flight += 1
                         asyncio.ensure_future(self._send(self.ready.popleft()))
@@ -146,8 +147,8 @@ class Pump:
             await self.flush()
             await self.session.close()
 
-    # --- loading and checking (blocking: run in a thread) ---
-    def _load(self) -> None:
+    # --- loading and checking: the queries run in a thread, their results are applied on the loop ---
+    def _fetch(self) -> list[tuple]:
         with self.db.transaction() as cur:
             cur.execute(
                 "select delivery_id, event_id, event_type, customer_id, body, attempts, "
@@ -155,7 +156,11 @@ class Pump:
                 "where subscription_id = %s and state = 'pending' and delivery_id > %s and body is not null "
                 "order by delivery_id limit %s",
                 (self.subscription.subscription_id, self.loaded_upto, self.policy.max_loaded - self.loaded))
-            rows = cur.fetchall()
+            return cur.fetchall()
+
+    def _take(self, rows: list[tuple]) -> None:
+        # Nothing new: look again in a quarter second rather than every tick.
+        self.next_load_at = 0.0 if rows else time.monotonic() + 0.25
         for delivery_id, event_id, event_type, customer_id, body, attempts, due, first in rows:
             queued = Queued(delivery_id, event_id, event_type, customer_id, bytes(body), attempts, float(due), first)
             lane = self.lanes.get(queued.lane)
@@ -179,16 +184,20 @@ class Pump:
         while self.retrying and self.retrying[0][0] <= now:
             self.unchecked.add(heapq.heappop(self.retrying)[2])
 
-    def _check(self) -> None:
+    def _audience(self, customers: set[UUID]) -> tuple[dict, dict]:
+        with self.db.transaction() as cur:
+            refused = blocked(cur, customers, {self.subscription.purpose})
+            contacts = contact_points(cur, self.dispatcher.vault, customers - {c for c, _ in refused}) \
+                if self.subscription.pii_level != "none" else {}
+        return refused, contacts
+
+    async def _check(self) -> None:
         """Consent and erasure for the lanes about to send; a refused head is dropped with the reason and
         the lane's next delivery is checked next tick (a compliance notice may still go)."""
         lanes, self.unchecked = self.unchecked, set()
-        customers = {lane for lane in lanes if isinstance(lane, UUID)}
         purpose = self.subscription.purpose
-        with self.db.transaction() as cur:
-            refused = blocked(cur, customers, {purpose})
-            if self.subscription.pii_level != "none":
-                self.contacts = contact_points(cur, self.dispatcher.vault, customers - {c for c, _ in refused})
+        refused, contacts = await asyncio.to_thread(self._audience, {lane for lane in lanes if isinstance(lane, UUID)})
+        self.contacts.update(contacts)  # kept while the lane has deliveries
         at = self.clock()
         for lane in lanes:
             head = self.lanes[lane][0]
@@ -209,6 +218,7 @@ class Pump:
             self.unchecked.add(lane)
         else:
             del self.lanes[lane]
+            self.contacts.pop(lane, None)
 
     # --- sending ---
     def _body(self, queued: Queued) -> bytes:
