@@ -25,7 +25,7 @@ from .conftest import DEMO, settings_for
 from .helpers import wait_until
 from .webhook_receiver import Receiver
 
-POLICY = DispatchPolicy(retry_delays_s=(60, 600, 3600), jitter=0.1, timeout_s=1.0, concurrency=8)
+POLICY = DispatchPolicy(retry_delays_s=(60, 600, 3600), jitter=0.1, timeout_s=3.0, concurrency=8)
 
 
 class FakeClock:
@@ -188,6 +188,36 @@ def test_one_customers_events_arrive_in_order_while_a_failing_one_holds_only_its
     wait_until(lambda: len(receiver.received) == 6, 10, message="the first customer's lane after its retry")
     mine = [i for i in receiver.event_ids() if i in {str(e.event_id) for e in firsts}]
     assert mine == [str(firsts[0].event_id)] + [str(e.event_id) for e in firsts]  # refused once, then in order
+
+
+def test_a_receiver_that_is_down_gets_one_probe_at_a_time_and_everything_once_it_is_back(hub, receiver, dispatch):
+    phones = [f"+86139000002{i:02d}" for i in range(25)]
+    events = [{"event_id": str(uuid.uuid4()), "type": "store.visited", "occurred_at": datetime.now(UTC).isoformat(),
+               "channel": "walk_in", "store_id": "s1", "identifiers": [{"type": "phone", "value": p}]} for p in phones]
+    assert hub.post("/v1/touchpoints", json={"events": events}, headers=DEMO).json()["accepted"] == 25
+    people = [customer(hub, phone) for phone in phones]  # resolved already: only the lookup and consent
+    subscribe(hub, receiver.url)
+    queued = [stage_changed(p, "at_risk") for p in people] + [stage_changed(p, "churned") for p in people]
+    fan_out(hub, *queued)
+    receiver.mode = "fail"
+    clock = FakeClock()
+    dispatch(clock)
+    wait_until(lambda: len(receiver.received) >= 20, 10, message="the first failures")
+    time.sleep(0.5)
+    first_wave = len(receiver.received)
+    assert first_wave <= 20 + POLICY.concurrency  # then the breaker holds every other lane back
+    clock.advance(POLICY.retry_delays_s[0] * 1.2)  # every lane's retry is due now
+    for _ in range(3):
+        time.sleep(0.4)
+        clock.advance(1.0)
+    time.sleep(0.4)
+    assert len(receiver.received) - first_wave <= 3, "more than one probe per interval"
+    receiver.mode = "ok"
+    clock.advance(60)  # the next probe gets through, and every lane waiting for its retry goes at once
+    wait_until(lambda: {str(e.event_id) for e in queued} <= set(receiver.event_ids()), 20, message="all delivered")
+    sent = receiver.event_ids()  # every attempt, failed ones too
+    for at_risk, churned in zip(queued[:25], queued[25:]):  # per customer: at_risk got through before churned went
+        assert len(sent) - 1 - sent[::-1].index(str(at_risk.event_id)) < sent.index(str(churned.event_id))
 
 
 def test_no_consent_means_no_delivery_and_a_withdrawal_drops_what_was_queued(hub, receiver, dispatch):
