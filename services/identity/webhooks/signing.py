@@ -23,6 +23,24 @@ def signature_header(secrets: list[str], timestamp: int, body: bytes) -> str:
     return ",".join([f"t={timestamp}", *(f"v1={signature(s, timestamp, body)}" for s in secrets)])
 
 
+class Signer:
+    """signature_header for fixed secrets, with each HMAC keyed once (copying a keyed HMAC is cheaper
+    than keying a new one for every request)."""
+
+    def __init__(self, secrets: list[str]):
+        self._macs = [hmac.new(s.encode(), digestmod=hashlib.sha256) for s in secrets]
+
+    def header(self, timestamp: int, body: bytes) -> str:
+        prefix = f"{timestamp}.".encode()
+        signatures = []
+        for keyed in self._macs:
+            mac = keyed.copy()
+            mac.update(prefix)
+            mac.update(body)
+            signatures.append(f"v1={mac.hexdigest()}")
+        return ",".join([f"t={timestamp}", *signatures])
+
+
 def verify(header: str, secret: str, body: bytes, now: float, tolerance_s: int = 300) -> bool:
     """What a receiver does (the example receiver in examples/ does the same with the standard library)."""
     parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
