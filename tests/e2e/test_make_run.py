@@ -233,6 +233,30 @@ def test_the_touchpoint_is_one_trace_across_identity_and_insights(stack):
     assert insights_trace and insights_trace == identity_trace
 
 
+def test_a_marketing_tool_subscribed_to_purchases_receives_the_simulated_chains_signed_webhooks(stack):
+    from services.identity.webhooks.signing import verify
+    from tests.integration.webhook_receiver import Receiver
+
+    receiver = Receiver()
+    try:
+        r = httpx.post(stack.url("identity") + "/v1/subscriptions", headers=stack.headers, json={
+            "url": receiver.url, "event_types": ["purchase.completed"], "purpose": "marketing_sms",
+            "pii_level": "contact"})
+        assert r.status_code == 201, r.text
+        subscription = r.json()
+        assert wait_for(lambda: len(receiver.received) >= 3, 90), "no purchase webhooks from the simulated chain"
+        for request in receiver.received[:3]:
+            assert verify(request["headers"]["Hub-Signature"], subscription["secret"], request["body"], time.time())
+            assert request["json"]["type"] == "purchase.completed" and request["json"]["contact"]["phone"]
+        log = httpx.get(f"{stack.url('identity')}/v1/subscriptions/{subscription['subscription_id']}/deliveries",
+                        headers=stack.headers, params={"state": "delivered"}).json()
+        assert log and all(d["last_status"] == 204 for d in log)
+        httpx.delete(f"{stack.url('identity')}/v1/subscriptions/{subscription['subscription_id']}",
+                     headers=stack.headers)
+    finally:
+        receiver.close()
+
+
 def test_a_killed_service_is_restarted_and_loses_none_of_the_accepted_touchpoints(stack):
     import psutil
 
