@@ -1,6 +1,7 @@
 """Identity's composition root: the one place settings, the PII vault, pools, workers and app are built."""
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from services.identity import api, api_changes, catalog
@@ -34,4 +35,5 @@ def create_app(settings: IdentitySettings | None = None):
 def dispatch_policy(settings: IdentitySettings) -> DispatchPolicy:
     return DispatchPolicy(retry_delays_s=settings.webhook_retry_delays_s, jitter=settings.webhook_jitter,
                           timeout_s=settings.webhook_timeout_s, concurrency=settings.webhook_concurrency,
-                          secret_grace=settings.webhook_secret_grace)
+                          secret_grace=settings.webhook_secret_grace,
+                          retention=timedelta(days=settings.webhook_retention_days))

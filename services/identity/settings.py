@@ -35,6 +35,8 @@ class IdentitySettings(ServiceSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="A receiver slower than this counts as failed.")
     webhook_concurrency: int = Field(64, ge=1, description="Requests in flight per subscription at most.")
     webhook_secret_grace_hours: float = Field(24, ge=0, description="How long a rotated-out secret still signs.")
+    webhook_retention_days: float = Field(14, gt=0, description="How long finished deliveries stay in the log "
+                                                                "(and can be replayed); dead letters stay until replayed.")
     webhook_dispatcher: bool = Field(True, description="Send webhooks from this process (replicas share the "
                                                        "subscriptions; off for a process that only serves the API).")
     webhook_allow_private_urls: bool | None = Field(

@@ -374,3 +374,23 @@ def test_a_receiver_that_closes_the_connection_is_retried(hub, receiver, dispatc
                            message="the failed attempt")
     assert waiting["last_status"] is None and waiting["last_error"]
     assert httpx.get(receiver.url.replace("/hooks", "/")).status_code == 501  # the receiver itself is still up
+
+
+def test_the_log_keeps_finished_deliveries_for_the_retention_period_and_dead_letters_until_replayed(
+        hub, receiver, dispatch):
+    someone = customer(hub, "+8613900000114")
+    subscription = subscribe(hub, receiver.url)
+    policy = DispatchPolicy(retry_delays_s=(), jitter=0, timeout_s=3.0, concurrency=8)  # one attempt only
+    fan_out(hub, stage_changed(someone, "repeat"))
+    clock = FakeClock()
+    dispatcher = dispatch(clock, policy)
+    wait_until(lambda: log(hub, subscription, state="delivered"), 10, message="delivered")
+    receiver.mode = "fail"
+    fan_out(hub, stage_changed(someone, "churned"))
+    clock.advance(60)
+    wait_until(lambda: log(hub, subscription, state="dead"), 10, message="dead letter")
+    clock.advance(13 * 86_400)
+    assert dispatcher.prune() == 0 and len(log(hub, subscription)) == 2
+    clock.advance(2 * 86_400)
+    assert dispatcher.prune() == 1
+    assert [d["state"] for d in log(hub, subscription)] == ["dead"]

@@ -61,6 +61,8 @@ class DispatchPolicy:
     max_loaded: int = 20_000
     tick_s: float = 0.02
     secret_grace: timedelta = timedelta(hours=24)
+    retention: timedelta = timedelta(days=14)
+    prune_every_s: float = 300.0
 
     @property
     def max_attempts(self) -> int:
@@ -421,10 +423,14 @@ class Dispatcher(BackgroundWorker):
             runner.run(self._main())
 
     async def _main(self) -> None:
+        next_prune = 0.0
         with self.db.connection() as locks:  # session advisory locks: who owns which subscription
             locks.autocommit = True
             try:
                 while not self._stopping.is_set():
+                    if time.monotonic() >= next_prune:
+                        await asyncio.to_thread(self.prune)
+                        next_prune = time.monotonic() + self.policy.prune_every_s
                     current, gained = await asyncio.to_thread(self._claim, locks)
                     for subscription_id in [s for s in self.pumps if s not in current]:  # deleted
                         self._stop_pump(subscription_id)
@@ -444,6 +450,16 @@ class Dispatcher(BackgroundWorker):
                 await asyncio.gather(*tasks, return_exceptions=True)
                 with locks.cursor() as cur:
                     cur.execute("select pg_advisory_unlock_all()")
+
+    def prune(self) -> int:
+        """Finished deliveries older than the retention leave the log, a batch at a time."""
+        pruned = 0
+        while True:
+            with self.db.transaction() as cur:
+                batch = subscriptions.prune(cur, self.clock() - self.policy.retention)
+            pruned += batch
+            if batch < 10_000:
+                return pruned
 
     def _stop_pump(self, subscription_id: UUID) -> None:
         pump, _ = self.pumps.pop(subscription_id)

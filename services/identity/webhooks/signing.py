@@ -20,7 +20,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def signature_header(secrets: list[str], timestamp: int, body: bytes) -> str:
-    return ",".join([f"t={timestamp}", *(f"v1={signature(s, timestamp, body)}" for s in secrets)])
+    return Signer(secrets).header(timestamp, body)
 
 
 class Signer:

@@ -13,7 +13,7 @@ from uuid import UUID
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.identity.errors import Conflict, NotFound
+from services.identity.errors import NotFound
 from services.identity.pii import Vault
 from services.identity.webhooks.signing import new_secret
 from shared.events.customers import Purpose
@@ -163,9 +163,7 @@ def replay(cur, tenant_id: str, subscription_id: UUID, since: datetime | None, d
            now: datetime) -> int:
     """Queue again, as new deliveries after everything already queued: every delivery made since a time, or
     the dead letters (which are then marked requeued). Erased or dropped deliveries are not replayed."""
-    subscription = get(cur, tenant_id, subscription_id)
-    if subscription["state"] != "active" and not dead_letters and since is None:
-        raise Conflict("nothing to replay")
+    get(cur, tenant_id, subscription_id)
     condition = "state = 'dead'" if dead_letters else "state in ('delivered', 'dead') and created_at >= %(since)s"
     cur.execute(
         "insert into identity.webhook_deliveries (subscription_id, tenant_id, event_id, event_type, customer_id, "
@@ -207,4 +205,13 @@ def drop_for_erased(cur, customer_ids: list[UUID], now: datetime) -> int:
                 "else state end, reason = case when state = 'pending' then 'customer erased' else reason end, "
                 "finished_at = coalesce(finished_at, %s), body = null "
                 "where customer_id = any(%s) and body is not null", (now, customer_ids))
+    return cur.rowcount
+
+
+def prune(cur, before: datetime, limit: int = 10_000) -> int:
+    """The delivery log keeps finished deliveries for the retention period (replay reaches that far back);
+    dead letters stay until they are replayed."""
+    cur.execute("delete from identity.webhook_deliveries where delivery_id in (select delivery_id from "
+                "identity.webhook_deliveries where state in ('delivered', 'dropped', 'requeued') and finished_at < %s "
+                "limit %s)", (before, limit))
     return cur.rowcount
