@@ -70,6 +70,19 @@ def dispatch(hub):
         dispatcher.stop()
 
 
+def settled(count, quiet_s: float = 1.0, timeout_s: float = 15.0) -> int:
+    """The count once it stopped changing for quiet_s (requests still in flight have landed)."""
+    deadline, last, since = time.monotonic() + timeout_s, count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError("the count kept changing")
+
+
 def customer(hub, phone: str, purposes=("marketing_sms",)) -> uuid.UUID:
     event = {"event_id": str(uuid.uuid4()), "type": "store.visited", "occurred_at": datetime.now(UTC).isoformat(),
              "channel": "walk_in", "store_id": "s1", "identifiers": [{"type": "phone", "value": phone}]}
@@ -203,15 +216,13 @@ def test_a_receiver_that_is_down_gets_one_probe_at_a_time_and_everything_once_it
     clock = FakeClock()
     dispatch(clock)
     wait_until(lambda: len(receiver.received) >= 20, 10, message="the first failures")
-    time.sleep(0.5)
-    first_wave = len(receiver.received)
+    first_wave = settled(lambda: len(receiver.received))
     assert first_wave <= 20 + POLICY.concurrency  # then the breaker holds every other lane back
     clock.advance(POLICY.retry_delays_s[0] * 1.2)  # every lane's retry is due now
-    for _ in range(3):
-        time.sleep(0.4)
+    for _ in range(3):  # probes 1 s, then 2 s apart: at most two in these 3 s (every lane would be 25)
+        settled(lambda: len(receiver.received))
         clock.advance(1.0)
-    time.sleep(0.4)
-    assert len(receiver.received) - first_wave <= 3, "more than one probe per interval"
+    assert settled(lambda: len(receiver.received)) - first_wave <= 3, "more than one probe per interval"
     receiver.mode = "ok"
     clock.advance(60)  # the next probe gets through, and every lane waiting for its retry goes at once
     wait_until(lambda: {str(e.event_id) for e in queued} <= set(receiver.event_ids()), 20, message="all delivered")
