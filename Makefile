@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(HUB) run
 
+# Two workers, one test file at a time each: the tests mostly wait (group joins, polls), and a file's
+# tests share fixtures in file order (the e2e stack).
 test: $(VENV)/.installed
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 test-unit: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests/unit
