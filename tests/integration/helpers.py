@@ -72,3 +72,32 @@ def run_together(*calls, timeout_s: float = 60) -> tuple[list, list[Exception]]:
         t.join(timeout_s)
     assert not any(t.is_alive() for t in threads), "a thread is stuck (deadlock?)"
     return results, errors
+
+
+def walk_as_another_tenant(client, headers: dict, ids: dict[str, str], secrets: set[str], *,
+                           bodies: dict | None = None, params: dict | None = None,
+                           shared_names: frozenset = frozenset({"store_id", "event_type"}),
+                           skip: frozenset = frozenset({"/metrics", "/healthz", "/readyz"})) -> int:
+    """Call every route of the app with another tenant's key: path parameters filled with this tenant's
+    ids, the given bodies (valid, so validation cannot hide a missing tenant check). No answer may
+    contain any of `secrets`, and a route about one of this tenant's resources must answer 403 or 404
+    (a parameter in `shared_names` names the other tenant's own thing: a store id is per tenant).
+    Returns how many calls were made."""
+    import re
+
+    from tests.unit.test_every_route_checks_its_caller import routes
+
+    bodies, params, walked = bodies or {}, params or {}, 0
+    for method, path, _ in routes(client.app):
+        if path in skip or ("{" not in path and method != "GET" and path not in bodies):
+            continue
+        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
+        response = client.request(method, url, headers=headers, json=bodies.get(path), params=params.get(path))
+        walked += 1
+        sent = url + str(bodies.get(path)) + str(params.get(path))  # echoing what the caller sent leaks nothing
+        leaked = [s for s in secrets if s in response.text and s not in sent]
+        assert not leaked, f"{method} {path} showed the other tenant's {leaked}: {response.text[:300]}"
+        names = set(re.findall(r"\{(\w+)\}", path))
+        if names - shared_names:
+            assert response.status_code in (403, 404), f"{method} {path} answered {response.status_code}"
+    return walked

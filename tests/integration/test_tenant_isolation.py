@@ -4,15 +4,13 @@ with A's ids in the path and valid bodies (so validation cannot hide a missing t
 A comes back, and nothing of A changes."""
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 
 from shared.auth import KeyVerifier, Role
-from tests.unit.test_every_route_checks_its_caller import routes
 
 from .conftest import DEMO
-from .helpers import wait_until
+from .helpers import walk_as_another_tenant, wait_until
 
 PHONE = "+8613900000555"
 OTHER_TENANT = {"Authorization": f"Bearer {KeyVerifier('test-secret').issue('chain-b', Role.admin)}"}
@@ -49,18 +47,8 @@ def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any
         "/v1/subscriptions/{subscription_id}/replay": {"dead_letters": True},
     }
     secrets_of_a = {customer_id, request_id, subscription["subscription_id"], PHONE, PHONE[3:], erased}
-    walked = 0
-    for method, path, _ in routes(identity.app):
-        if "{" not in path and method != "GET" or path in ("/metrics",):
-            continue  # creating things in B's own tenant is B's business
-        url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
-        params = {"type": "phone", "value": PHONE} if path == "/v1/customers/lookup" else None
-        response = identity.request(method, url, headers=OTHER_TENANT, json=bodies.get(path), params=params)
-        walked += 1
-        leaked = [s for s in secrets_of_a if s in response.text]
-        assert not leaked, f"{method} {path} showed tenant A's {leaked}"
-        if "{" in path and "{event_type}" not in path:
-            assert response.status_code in (403, 404), f"{method} {path} answered {response.status_code}"
+    walked = walk_as_another_tenant(identity, OTHER_TENANT, ids, secrets_of_a, bodies=bodies,
+                                    params={"/v1/customers/lookup": {"type": "phone", "value": PHONE}})
     assert walked >= 20
 
     after = identity.get(f"/v1/customers/{customer_id}", headers=DEMO).json()
@@ -68,3 +56,45 @@ def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any
     mine = identity.get(f"/v1/subscriptions/{subscription['subscription_id']}", headers=DEMO).json()
     assert mine["state"] == "active" and mine["previous_secret_until"] is None  # not paused, deleted or rotated
     assert identity.get(f"/v1/erasure-requests/{request_id}", headers=DEMO).status_code == 200
+
+
+def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any_loyalty_route(loyalty):
+    from tests.integration.loyalty_setup import deliver, member, purchase
+
+    customer_id = uuid.uuid4()
+    deliver(loyalty, purchase(customer_id, 250_000))
+    held = loyalty.post("/v1/redemptions", headers=DEMO, json={"customer_id": str(customer_id), "points": 100})
+    assert held.status_code == 201, held.text
+    before = member(loyalty, customer_id)
+    ids = {"customer_id": str(customer_id), "redemption_id": held.json()["redemption_id"]}
+    bodies = {"/v1/redemptions": {"customer_id": str(customer_id), "points": 10},
+              "/v1/adjustments": {"customer_id": str(customer_id), "points": -50, "reason": "probe"}}
+    walked = walk_as_another_tenant(loyalty, OTHER_TENANT, ids, {ids["redemption_id"], str(before["balance"])},
+                                    bodies=bodies)
+    assert walked >= 9
+    after = member(loyalty, customer_id)
+    assert (after["balance"], after["tier"]) == (before["balance"], before["tier"])
+    status = loyalty.get(f"/v1/redemptions/{ids['redemption_id']}", headers=DEMO).json()
+    assert status["status"] == "held"  # neither committed nor released by the other tenant
+
+
+def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any_feedback_route(service_env):
+    from fastapi.testclient import TestClient
+
+    from services.feedback.app import create_app as create_feedback
+    from services.feedback.settings import FeedbackSettings
+    from tests.integration.conftest import settings_for
+    from tests.integration.test_feedback import complaint, deliver
+
+    with TestClient(create_feedback(settings_for(FeedbackSettings, service_env, clock_interval_s=3600))) as feedback:
+        customer_id = uuid.uuid4()
+        deliver(feedback, complaint(customer_id, store_id="fb-iso"))
+        [case] = feedback.get("/v1/cases", headers=DEMO, params={"store_id": "fb-iso"}).json()["items"]
+        ids = {"case_id": str(case["case_id"]), "store_id": "fb-iso", "token": "no-such-token"}
+        bodies = {"/v1/cases/{case_id}": {"state": "in_progress"},
+                  "/v1/cases": {"store_id": "fb-iso", "customer_id": str(customer_id), "category": "staff"}}
+        walked = walk_as_another_tenant(feedback, OTHER_TENANT, ids, {ids["case_id"], str(customer_id)},
+                                        bodies=bodies, shared_names=frozenset({"store_id", "token"}))
+        assert walked >= 10
+        [still] = feedback.get("/v1/cases", headers=DEMO, params={"store_id": "fb-iso"}).json()["items"]
+        assert still["state"] == "open" and still["case_id"] == case["case_id"]
