@@ -98,3 +98,53 @@ def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any
         assert walked >= 10
         [still] = feedback.get("/v1/cases", headers=DEMO, params={"store_id": "fb-iso"}).json()["items"]
         assert still["state"] == "open" and still["case_id"] == case["case_id"]
+
+
+def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any_booking_route(service_env):
+    from fastapi.testclient import TestClient
+
+    from services.booking.app import create_app as create_booking
+    from services.booking.settings import BookingSettings
+    from tests.integration.booking_setup import hold, local_day, setup_store
+    from tests.integration.conftest import settings_for
+
+    with TestClient(create_booking(settings_for(BookingSettings, service_env, clock_interval_s=3600))) as booking:
+        setup_store(booking)
+        day = local_day("Asia/Shanghai")
+        held = hold(booking, day, "10:00")
+        assert held.status_code == 201, held.text
+        appointment = held.json()
+        ids = {"appointment_id": appointment["appointment_id"], "store_id": "s1", "staff_id": "g1",
+               "resource_id": "table-1", "service_id": "full-groom", "time_off_id": str(uuid.uuid4()),
+               "waitlist_id": str(uuid.uuid4()), "offer_id": str(uuid.uuid4())}
+        bodies = {"/v1/appointments/{appointment_id}/reschedule": {"local_start": f"{day.isoformat()}T11:00"},
+                  "/v1/appointments/{appointment_id}/cancel": {"reason": "probe"},
+                  "/v1/appointments/{appointment_id}/complete": {"amount_minor": 1}}
+        walked = walk_as_another_tenant(
+            booking, OTHER_TENANT, ids, {ids["appointment_id"]}, bodies=bodies,
+            shared_names=frozenset({"store_id", "staff_id", "resource_id", "service_id"}))
+        assert walked >= 20
+        after = booking.get(f"/v1/appointments/{ids['appointment_id']}", headers=DEMO).json()
+        assert (after["status"], after["starts_at"]) == (appointment["status"], appointment["starts_at"])
+
+
+def test_a_key_of_another_tenant_sees_nothing_of_this_tenant_on_any_insights_route(service_env):
+    from fastapi.testclient import TestClient
+
+    from services.insights.app import create_app as create_insights
+    from services.insights.settings import InsightsSettings
+    from tests.integration.conftest import settings_for
+    from tests.integration.insights_data import seed_dashboard
+
+    with TestClient(create_insights(settings_for(InsightsSettings, service_env, run_processors=False))) as insights:
+        seeded = seed_dashboard(insights.app.state.warehouse)
+        _, [(event_id,)] = insights.app.state.warehouse.query("SELECT any(event_id) FROM {db}.touchpoints")
+        customers = {str(c) for c in seeded["customers"].values()}
+        assert insights.get(f"/v1/dashboard/customers/{seeded['at_risk_customer_id']}", headers=DEMO).status_code \
+            == 200
+        ids = {"event_id": str(event_id), "customer_id": str(seeded["at_risk_customer_id"]), "store_id": "sh-jingan"}
+        walked = walk_as_another_tenant(insights, OTHER_TENANT, ids, customers | {str(event_id), "Jing'an", "SoHo"},
+                                        bodies={"/v1/stores/{store_id}": {"name": "B's own", "timezone": "UTC"}})
+        assert walked >= 10
+        mine = insights.get("/v1/dashboard/stores", headers=DEMO).json()["stores"]
+        assert {"store_id": "sh-jingan", "name": "Jing'an", "timezone": "Asia/Shanghai"} in mine
