@@ -102,3 +102,19 @@ def walk_as_another_tenant(client, headers: dict, ids: dict[str, str], secrets: 
         if names - shared_names:
             assert response.status_code in (403, 404), f"{method} {path} answered {response.status_code}"
     return walked
+
+
+def resolved_customer(identity, phone: str, headers: dict) -> str:
+    """Post a store visit with the phone through identity's API and wait until it resolves: its customer id."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    event = {"event_id": str(uuid4()), "type": "store.visited", "occurred_at": datetime.now(UTC).isoformat(),
+             "channel": "walk_in", "store_id": "s1", "identifiers": [{"type": "phone", "value": phone}]}
+    assert identity.post("/v1/touchpoints", json={"events": [event]}, headers=headers).json()["accepted"] == 1
+
+    def found():
+        r = identity.get("/v1/customers/lookup", params={"type": "phone", "value": phone}, headers=headers)
+        return r.json()["customer_id"] if r.status_code == 200 else None
+
+    return wait_until(found, 30, message="the customer resolved")

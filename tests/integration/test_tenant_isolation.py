@@ -5,34 +5,21 @@ A comes back, and nothing of A changes."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from shared.auth import KeyVerifier, Role
 
 from .conftest import DEMO
-from .helpers import walk_as_another_tenant, wait_until
+from .helpers import resolved_customer, walk_as_another_tenant
 
 PHONE = "+8613900000555"
 OTHER_TENANT = {"Authorization": f"Bearer {KeyVerifier('test-secret').issue('chain-b', Role.admin)}"}
 
 
-def resolve(identity, phone: str) -> str:
-    event = {"event_id": str(uuid.uuid4()), "type": "store.visited", "occurred_at": datetime.now(UTC).isoformat(),
-             "channel": "walk_in", "store_id": "s1", "identifiers": [{"type": "phone", "value": phone}]}
-    assert identity.post("/v1/touchpoints", json={"events": [event]}, headers=DEMO).json()["accepted"] == 1
-
-    def found():
-        r = identity.get("/v1/customers/lookup", params={"type": "phone", "value": phone}, headers=DEMO)
-        return r.json()["customer_id"] if r.status_code == 200 else None
-
-    return wait_until(found, 30, message="resolved")
-
-
 def test_a_key_of_another_tenant_reads_and_changes_nothing_of_this_tenant_on_any_identity_route(identity):
-    customer_id = resolve(identity, PHONE)
+    customer_id = resolved_customer(identity, PHONE, DEMO)
     assert identity.post(f"/v1/customers/{customer_id}/consents", json={"purpose": "marketing_sms", "granted": True},
                          headers=DEMO).status_code == 201
-    erased = resolve(identity, "+8613900000556")
+    erased = resolved_customer(identity, "+8613900000556", DEMO)
     request_id = identity.post(f"/v1/customers/{erased}/erasure", headers=DEMO).json()["request_id"]
     subscription = identity.post("/v1/subscriptions", headers=DEMO, json={
         "url": "https://crm.example.com/hook", "event_types": ["customer.lifecycle_changed"],

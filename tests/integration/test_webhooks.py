@@ -22,7 +22,7 @@ from shared.events import utcnow
 from shared.events.scores import CustomerLifecycleChanged, LifecycleChangedPayload
 
 from .conftest import DEMO, settings_for
-from .helpers import wait_until
+from .helpers import resolved_customer, wait_until
 from .webhook_receiver import Receiver
 
 POLICY = DispatchPolicy(retry_delays_s=(60, 600, 3600), jitter=0.1, timeout_s=3.0, concurrency=8)
@@ -84,14 +84,7 @@ def settled(count, quiet_s: float = 1.0, timeout_s: float = 15.0) -> int:
 
 
 def customer(hub, phone: str, purposes=("marketing_sms",)) -> uuid.UUID:
-    event = {"event_id": str(uuid.uuid4()), "type": "store.visited", "occurred_at": datetime.now(UTC).isoformat(),
-             "channel": "walk_in", "store_id": "s1", "identifiers": [{"type": "phone", "value": phone}]}
-    assert hub.post("/v1/touchpoints", json={"events": [event]}, headers=DEMO).json()["accepted"] == 1
-    def resolved():
-        r = hub.get("/v1/customers/lookup", params={"type": "phone", "value": phone}, headers=DEMO)
-        return r.json()["customer_id"] if r.status_code == 200 else None
-
-    customer_id = uuid.UUID(wait_until(resolved, 30, message="the customer resolved"))
+    customer_id = uuid.UUID(resolved_customer(hub, phone, DEMO))
     for purpose in purposes:
         consent(hub, customer_id, purpose, True)
     return customer_id
