@@ -1,6 +1,7 @@
 """Insights' HTTP routes."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,22 @@ class TouchpointSummary(BaseModel):
                  summary="How many touchpoints are stored, by type, channel and store")
 async def summary(request: Request, caller: CallerRead):
     return await run_in_threadpool(request.app.state.warehouse.touchpoint_summary, caller.tenant_id)
+
+
+class Freshness(BaseModel):
+    count: int
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    max_s: float | None
+
+
+@touchpoints.get("/freshness", response_model=Freshness,
+                 summary="Seconds from acceptance by identity to ClickHouse for touchpoints recorded since a time")
+async def freshness(since: datetime, request: Request, caller: CallerRead):
+    if since.tzinfo is None:
+        raise HTTPException(422, "since needs a timezone (e.g. 2026-03-29T10:00:00+08:00)")
+    return await run_in_threadpool(request.app.state.warehouse.freshness, caller.tenant_id, since)
 
 
 class StoredTouchpoint(BaseModel):

@@ -216,6 +216,9 @@ def test_a_touchpoint_posted_by_hand_is_readable_from_insights_with_its_customer
                          params={"type": "email", "value": "ann@example.com"}).json()
     assert row["customer_id"] == customer["customer_id"]
     stack.hand_posted = (event_id, customer["customer_id"])
+    lag = httpx.get(stack.url("insights") + "/v1/touchpoints/freshness", headers=stack.headers,
+                    params={"since": row["recorded_at"]}).json()  # this one and what the simulator sent since
+    assert lag["count"] >= 1 and 0 <= lag["p50_s"] <= lag["p99_s"] <= lag["max_s"]
 
 
 def test_the_touchpoint_is_one_trace_across_identity_and_insights(stack):
@@ -244,6 +247,7 @@ def test_a_marketing_tool_subscribed_to_purchases_receives_the_simulated_chains_
             "pii_level": "contact"})
         assert r.status_code == 201, r.text
         subscription = r.json()
+        stack.webhook_secret = subscription["secret"]
         assert wait_for(lambda: len(receiver.received) >= 3, 90), "no purchase webhooks from the simulated chain"
         for request in receiver.received[:3]:
             assert verify(request["headers"]["Hub-Signature"], subscription["secret"], request["body"], time.time())
@@ -255,6 +259,19 @@ def test_a_marketing_tool_subscribed_to_purchases_receives_the_simulated_chains_
                      headers=stack.headers)
     finally:
         receiver.close()
+
+
+def test_no_service_logs_a_secret(stack):
+    """The keys callers sent, the key-signing secret and the webhook secret never reach a service's log
+    (the launcher's banner shows the demo key to the user on purpose: it is not a service log)."""
+    secrets = {"demo API key": stack.key, "auth secret": (stack.home / "auth_secret").read_text().strip(),
+               "PII master key": (stack.home / "pii_master_key").read_text().strip(),
+               "webhook secret": stack.webhook_secret}
+    for path in (stack.home / "logs" / f"{name}.log" for name in SERVICES):
+        text = path.read_text(errors="replace")
+        assert text, f"{path.name} is empty: nothing was checked"
+        leaked = [name for name, value in secrets.items() if value and value in text]
+        assert not leaked, f"{path.name} contains the {leaked}"
 
 
 def test_a_killed_service_is_restarted_and_loses_none_of_the_accepted_touchpoints(stack):
