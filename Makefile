@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 HUB    := $(VENV)/bin/hub
 
-.PHONY: run test test-unit test-integration test-e2e docs clean
+.PHONY: run test test-unit test-integration test-e2e bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-integration: $(VENV)/.installed
 
 test-e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests/e2e
+
+# The end-to-end benchmark: writes bench/results.json and the README's table (a few minutes).
+bench: $(VENV)/.installed
+	$(HUB) bench
 
 docs: $(VENV)/.installed
 	$(HUB) docs

@@ -102,6 +102,20 @@ def docs(check: Annotated[bool, typer.Option(help="Fail if the files are stale i
     typer.echo("up to date" if not stale else f"wrote {len(stale)} files")
 
 
+@app.command()
+def bench(rate: Annotated[float, typer.Option(help="Touchpoints per second offered to identity.")] = 5000,
+          seconds: Annotated[float, typer.Option(help="How long the rate is held.")] = 60,
+          reads: Annotated[float, typer.Option(help="Customer-360 reads per second meanwhile (0: none).")] = 1000,
+          readme: Annotated[bool, typer.Option(help="Rewrite the README's benchmark table.")] = True):
+    """The end-to-end benchmark on the embedded stack; writes bench/results.json and prints the table."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives beside hub/, not installed
+    from bench.e2e import main
+
+    main(rate, seconds, reads, readme)
+
+
 import_app = typer.Typer(help="Bulk imports from a legacy system: a CSV plus a YAML mapping (resumable).",
                          no_args_is_help=True)
 identity_app = typer.Typer(help="Identity tools.", no_args_is_help=True)
