@@ -259,6 +259,7 @@ def test_an_erased_customers_queued_deliveries_are_dropped_and_never_sent(hub, r
     time.sleep(1.0)
     assert [r["headers"]["Hub-Event-Type"] for r in receiver.received] == ["customer.erased"]
     assert notice["json"]["customer_id"] == str(someone) and "+8613900000108" not in notice["body"].decode()
+    wait_until(lambda: log(hub, subscription, state="delivered"), 10, message="logged")
     assert hub.post(f"/v1/subscriptions/{subscription['subscription_id']}/replay",
                     json={"since": "2020-01-01T00:00:00Z"}, headers=DEMO).json() == {"queued": 1}  # the notice only
 
@@ -318,6 +319,7 @@ def test_filters_choose_by_store_stage_and_risk(hub, receiver, dispatch):
     assert fan_out(hub, stage_changed(someone, "loyal"), stage_changed(someone, "churned")) == 1
     [request] = wait_until(lambda: receiver.received, 10, message="delivered")
     assert request["json"]["payload"]["to_stage"] == "churned"
+    wait_until(lambda: log(hub, subscription, state="delivered"), 10, message="logged")  # replay takes finished ones
     replayed = hub.post(f"/v1/subscriptions/{subscription['subscription_id']}/replay",
                         json={"since": (datetime.now(UTC) - timedelta(minutes=5)).isoformat()}, headers=DEMO)
     assert replayed.json() == {"queued": 1}
