@@ -252,8 +252,9 @@ def test_a_marketing_tool_subscribed_to_purchases_receives_the_simulated_chains_
         for request in receiver.received[:3]:
             assert verify(request["headers"]["Hub-Signature"], subscription["secret"], request["body"], time.time())
             assert request["json"]["type"] == "purchase.completed" and request["json"]["contact"]["phone"]
-        log = httpx.get(f"{stack.url('identity')}/v1/subscriptions/{subscription['subscription_id']}/deliveries",
-                        headers=stack.headers, params={"state": "delivered"}).json()
+        log = wait_for(lambda: httpx.get(  # outcomes are written back a few ms after the receiver answered
+            f"{stack.url('identity')}/v1/subscriptions/{subscription['subscription_id']}/deliveries",
+            headers=stack.headers, params={"state": "delivered"}).json(), 10)
         assert log and all(d["last_status"] == 204 for d in log)
         httpx.delete(f"{stack.url('identity')}/v1/subscriptions/{subscription['subscription_id']}",
                      headers=stack.headers)
