@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 HUB    := $(VENV)/bin/hub
 
-.PHONY: run test test-unit test-integration test-e2e bench docs clean
+.PHONY: run test test-unit test-integration test-e2e soak bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test-integration: $(VENV)/.installed
 
 test-e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests/e2e
+
+# The fault drill of `make test` (kill -9 of every service, the broker lost, Postgres restarted) in rounds
+# for SOAK_MINUTES, with the simulated chain at twice the rate.
+SOAK_MINUTES ?= 30
+soak: $(VENV)/.installed
+	HUB_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -q -s tests/e2e/test_faults.py
 
 # The end-to-end benchmark: writes bench/results.json and the README's table (a few minutes).
 bench: $(VENV)/.installed

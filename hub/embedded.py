@@ -121,13 +121,13 @@ def database_url(home: Path) -> tuple[str, str, object | None]:
     if url := os.environ.get("DATABASE_URL"):
         return url, "DATABASE_URL", None
     pgdata = Path(home).resolve() / "postgres"
-    running = _embedded_running(pgdata)
+    running = embedded_postgres_running(pgdata)
     server, url = start_postgres(pgdata)
     how = "the running `make run` embedded Postgres" if running else "embedded Postgres started for this command"
     return url, f"{how} ({pgdata})", server
 
 
-def _embedded_running(pgdata: Path) -> bool:
+def embedded_postgres_running(pgdata: Path) -> bool:
     import warnings
 
     with warnings.catch_warnings():

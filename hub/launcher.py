@@ -14,14 +14,15 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
-from hub.embedded import EmbeddedBroker, spawn, start_broker, start_postgres, stop_process
+from hub.embedded import (EmbeddedBroker, embedded_postgres_running, spawn, start_broker, start_postgres,
+                          stop_process)
 from hub.serve import service_host, service_port
 from shared.settings import SERVICE_PORTS
 
@@ -43,7 +44,10 @@ class Stack:
     env: dict[str, str]
     demo_key: str
     broker: EmbeddedBroker | None = None
+    broker_started_at: datetime | None = None
+    replay_since: str | None = None  # for the services' next start only, never for a later restart
     postgres: object | None = None
+    postgres_down_since: float | None = None
     children: dict[str, object] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
 
@@ -74,16 +78,25 @@ def prepare(home: Path) -> Stack:
         console.print("• Postgres: embedded (pgserver) under", home / "postgres")
         stack.postgres, env["DATABASE_URL"] = start_postgres(home / "postgres")
     if "KAFKA_BOOTSTRAP_SERVERS" not in env:
-        port = int(env.get("HUB_KAFKA_PORT", "19092"))
-        stack.broker = start_broker(port, log_path=home / "logs" / "broker.log")
+        start_embedded_broker(stack, int(env.get("HUB_KAFKA_PORT", "19092")))
         env["KAFKA_BOOTSTRAP_SERVERS"] = stack.broker.bootstrap
         console.print(f"• Kafka: embedded broker (tansu, in-memory) on {stack.broker.bootstrap}")
-        replay = _replay_since(stack)
-        if replay:
-            env["HUB_OUTBOX_REPLAY_SINCE"] = replay
-            console.print(f"• previous run did not drain: replaying outboxes since {replay}")
-    stack.state_file.write_text(json.dumps({"started_at": datetime.now(UTC).isoformat(), "drained": False}))
+        stack.replay_since = _replay_since(stack)
+        if stack.replay_since:
+            console.print(f"• previous run did not drain: replaying outboxes since {stack.replay_since}")
+    write_state(stack)
     return stack
+
+
+def start_embedded_broker(stack: Stack, port: int) -> None:
+    stack.broker = start_broker(port, log_path=stack.home / "logs" / "broker.log")
+    stack.broker_started_at = datetime.now(UTC)
+
+
+def write_state(stack: Stack, drained: bool = False) -> None:
+    """What the next run needs to know: since when this run's (in-memory) broker holds messages."""
+    since = stack.broker_started_at or datetime.now(UTC)
+    stack.state_file.write_text(json.dumps({"started_at": since.isoformat(), "drained": drained}))
 
 
 def _replay_since(stack: Stack) -> str | None:
@@ -97,7 +110,8 @@ def _replay_since(stack: Stack) -> str | None:
 
 
 def start_service(stack: Stack, name: str) -> None:
-    stack.children[name] = spawn([sys.executable, "-m", "hub", "serve", name], env=stack.env,
+    env = {**stack.env, "HUB_OUTBOX_REPLAY_SINCE": stack.replay_since} if stack.replay_since else stack.env
+    stack.children[name] = spawn([sys.executable, "-m", "hub", "serve", name], env=env,
                                  log_path=stack.home / "logs" / f"{name}.log")
 
 
@@ -155,8 +169,7 @@ def shutdown(stack: Stack) -> None:
         stack.broker.stop()
     if stack.postgres is not None:
         stack.postgres.cleanup()
-    state = json.loads(stack.state_file.read_text())
-    stack.state_file.write_text(json.dumps({**state, "drained": drained}))
+    write_state(stack, drained)
     console.print("stopped" + ("" if drained else " (pipeline had not drained: the next run replays)"))
 
 
@@ -188,6 +201,7 @@ def run(home: Path, simulate: bool, rate: float, ready_timeout_s: float = 90) ->
         for name in SERVICE_PORTS:
             start_service(stack, name)
         ready = wait_ready(stack, list(SERVICE_PORTS), ready_timeout_s)
+        stack.replay_since = None  # a service restarted later must not re-publish again
         if not all(ready.values()):
             console.print(f"[red]not ready after {ready_timeout_s}s: {[n for n, ok in ready.items() if not ok]}")
             return 1
@@ -211,6 +225,10 @@ def run(home: Path, simulate: bool, rate: float, ready_timeout_s: float = 90) ->
 
 def supervise(stack: Stack) -> None:
     """Restart a child that died, with a growing pause, so the platform heals by itself."""
+    if stack.postgres is not None:
+        recover_postgres(stack)
+    if stack.broker and stack.broker.process.poll() is not None:
+        recover_broker(stack)
     for name, proc in list(stack.children.items()):
         if proc.poll() is None:
             continue
@@ -222,3 +240,43 @@ def supervise(stack: Stack) -> None:
             stack.children[name] = spawn(proc.args, env=stack.env, log_path=stack.home / "logs" / "simulator.log")
         else:
             start_service(stack, name)
+
+
+def recover_postgres(stack: Stack, grace_s: float = 5) -> None:
+    """Start the embedded Postgres again if it stays down for `grace_s` (a restart someone else runs,
+    `pg_ctl restart`, gets that long to finish); the services reconnect by themselves."""
+    if embedded_postgres_running(stack.postgres.pgdata):
+        stack.postgres_down_since = None
+        return
+    if stack.postgres_down_since is None:
+        stack.postgres_down_since = time.monotonic()
+    elif time.monotonic() - stack.postgres_down_since >= grace_s:
+        console.print("[yellow]the embedded Postgres is down; starting it again (the services reconnect)")
+        try:
+            stack.postgres.ensure_postgres_running()
+        except Exception as exc:  # e.g. a restart racing us: look again on the next round
+            console.print(f"[red]could not start Postgres yet: {exc!r}")
+        stack.postgres_down_since = None
+
+
+def recover_broker(stack: Stack) -> None:
+    """The embedded broker keeps messages in memory, so a new one starts empty: topics, consumer
+    offsets and faust changelogs are gone. Start it again on the same port and restart the services
+    with their outboxes re-publishing everything they published to the lost broker (the consumers are
+    idempotent), so every accepted event still reaches the end of the pipeline."""
+    lost_since = stack.broker_started_at - timedelta(seconds=5)  # margin for clock reads across processes
+    console.print(f"[yellow]the embedded broker exited ({stack.broker.process.returncode}); starting a new "
+                  f"one and replaying the outboxes since {lost_since.isoformat()}")
+    start_embedded_broker(stack, stack.broker.port)
+    services = [name for name in SERVICE_PORTS if name in stack.children]
+    for name in services:  # at once: each waits on a broker that forgot it
+        stack.children[name].terminate()
+    for name in services:
+        stop_process(stack.children[name], 20)
+    stack.replay_since = lost_since.isoformat()
+    try:
+        for name in services:
+            start_service(stack, name)
+    finally:
+        stack.replay_since = None
+    write_state(stack)

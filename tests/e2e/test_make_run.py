@@ -5,91 +5,29 @@ Tests run in file order: they share one stack, and the last ones stop it and sta
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 
-from hub.embedded import free_port, port_open
+from hub.embedded import port_open
+from tests.e2e.stack import SERVICES, Stack, temporary_home, wait_for
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("identity", "booking", "loyalty", "feedback", "insights")
-READY_TIMEOUT_S = 120  # generous on a shared machine; the measured time is printed
-
-
-class Stack:
-    def __init__(self, home: Path):
-        self.home = home
-        self.ports = {name: free_port() for name in SERVICES}
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "HUB_DEMO_API_KEY")}
-        self.env.update({f"{n.upper()}_PORT": str(p) for n, p in self.ports.items()})
-        self.env.update(HUB_KAFKA_PORT=str(free_port()), OTEL_TRACES_EXPORTER="console", HUB_HOME=str(home))
-        self.process: subprocess.Popen | None = None
-        self.ready_after_s = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def start(self, rate: int = 40) -> None:
-        started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "hub", "run", "--rate", str(rate)], cwd=ROOT,
-                                        env=self.env, stdout=open(self.home / "launcher.out", "ab"),
-                                        stderr=subprocess.STDOUT)
-        deadline = started + READY_TIMEOUT_S
-        pending = set(SERVICES)
-        while pending and time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.home / "launcher.out").read_text()
-            for name in list(pending):
-                try:
-                    if httpx.get(self.url(name) + "/readyz", timeout=2).status_code == 200:
-                        pending.discard(name)
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
-        assert not pending, f"not ready: {pending}"
-        self.ready_after_s = time.monotonic() - started
-        print(f"\nstack ready after {self.ready_after_s:.1f}s")
-
-    @property
-    def key(self) -> str:
-        return (self.home / "demo_api_key").read_text().strip()
-
-    @property
-    def headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.key}"}
-
-    def stop(self, sig=signal.SIGINT) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(90)
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    s = Stack(tmp_path_factory.mktemp("hub-home"))
-    s.start()
-    yield s
-    if s.process and s.process.poll() is None:
-        s.stop()
-
-
-def wait_for(predicate, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return None
+def stack():
+    with temporary_home("hub-home-") as home:
+        s = Stack(home)
+        s.start()
+        yield s
+        if s.process and s.process.poll() is None:
+            s.stop()
 
 
 def test_all_five_services_are_ready_with_their_api_docs(stack):
@@ -276,8 +214,6 @@ def test_no_service_logs_a_secret(stack):
 
 
 def test_a_killed_service_is_restarted_and_loses_none_of_the_accepted_touchpoints(stack):
-    import psutil
-
     from hub.simulate import generate
 
     events = [{**e, "store_id": "fault-drill"} for e in generate(2000, seed=99)]
@@ -285,17 +221,8 @@ def test_a_killed_service_is_restarted_and_loses_none_of_the_accepted_touchpoint
         r = httpx.post(stack.url("identity") + "/v1/touchpoints", json={"events": events[i:i + 500]},
                        headers=stack.headers, timeout=60)
         assert r.json()["accepted"] == 500
-    identity = next(p for p in psutil.Process(stack.process.pid).children()
-                    if p.cmdline()[-2:] == ["serve", "identity"])
-    identity.kill()  # kill -9 while the accepted events are still being resolved
-
-    def restarted_and_ready():
-        try:
-            return httpx.get(stack.url("identity") + "/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    assert wait_for(restarted_and_ready, 60), "identity did not come back"
+    stack.child("identity").kill()  # kill -9 while the accepted events are still being resolved
+    assert wait_for(lambda: stack.ready("identity"), 60), "identity did not come back"
 
     def stored():
         summary = httpx.get(stack.url("insights") + "/v1/touchpoints/summary", headers=stack.headers).json()
