@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import psycopg2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.bus.consumer import ConsumerLoop
 from shared.bus.outbox import OUTBOX_MIGRATION, OutboxRelay, enqueue, pending_count
 from shared.bus.producer import ensure_topics, make_producer
 from shared.db import Database, migrate
-from shared.events import decode, encode, from_document
+from shared.events import DecodeError, decode, encode, from_document
 from shared.topics import TopicSpec
 
 from .helpers import read_all, touchpoint_doc, wait_until
@@ -202,3 +206,47 @@ def test_offsets_are_committed_only_after_the_handler_returned(spec, producer, k
     finally:
         second.stop()
     assert sorted(map(str, handled)) == sorted(str(e.event_id) for e in events)
+
+
+def _mangled_document(fields: dict) -> bytes:
+    return orjson.dumps({**touchpoint_doc(), "tenant_id": "demo", "source": "test",
+                         "recorded_at": datetime.now(UTC).isoformat(), **fields})
+
+
+PAYLOADS = st.one_of(
+    st.binary(max_size=200),
+    st.dictionaries(st.sampled_from(["type", "event_id", "occurred_at", "channel", "identifiers", "payload",
+                                     "version", "tenant_id"]),
+                    st.none() | st.integers() | st.text(max_size=12)).map(_mangled_document),
+    st.builds(lambda _: encode(event()), st.none()),
+)
+
+
+@settings(max_examples=4, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(PAYLOADS, min_size=1, max_size=30))
+def test_any_bytes_on_a_topic_are_handled_or_dead_lettered_with_a_reason(
+        spec, producer, kafka_bootstrap, topic_prefix, payloads):
+    prefix = f"{topic_prefix}{uuid.uuid4().hex[:8]}."  # a fresh topic and group per example
+    ensure_topics(kafka_bootstrap, [spec, spec.dlq], prefix=prefix)
+    _publish(producer, f"{prefix}events", payloads)
+    handled = []
+    loop = _loop(spec, lambda ds: handled.extend(ds), kafka_bootstrap, producer, prefix)
+    loop.start()
+    try:
+        wait_until(lambda: len(handled) + loop.dead_lettered == len(payloads), 30, message="every message settled")
+    finally:
+        loop.stop()
+    decodable = sum(1 for p in payloads if _decodes(p))
+    assert len(handled) == decodable
+    dead = read_all(kafka_bootstrap, f"{prefix}events.dlq", len(payloads) - decodable)
+    assert len(dead) == len(payloads) - decodable
+    assert all(dict(r.headers)["dlq.reason"].strip() for r in dead), "every dead letter says why"
+    assert sorted(r.value for r in dead) == sorted(p for p in payloads if not _decodes(p)), "the original bytes"
+
+
+def _decodes(payload: bytes) -> bool:
+    try:
+        decode(payload)
+        return True
+    except DecodeError:
+        return False
