@@ -473,7 +473,7 @@ def open_loop(http: dict, bench, make_request, rate: float, seconds: float, clie
     elapsed = max(p["elapsed"] for p in parts)
     sent = sum(p["sent"] for p in parts)
     out = {"rate_asked": rate, "seconds": seconds, "clients": clients, "max_in_flight_per_client": max_in_flight,
-           "sent": sent, "shed": sum(p["shed"] for p in parts),
+           "sent": sent, "shed": sum(p["shed"] for p in parts), "elapsed_s": round(elapsed, 2),
            "sent_per_s": round(sent / max(p["sent_s"] for p in parts)), "ok": ok, "ok_per_s": round(ok / elapsed),
            "errors": errors, "latency": percentiles([x for p in parts for x in p["lat"]]),
            "service_latency": percentiles([x for p in parts for x in p["service"]]),

@@ -205,6 +205,12 @@ def _requests(kind: str, rnd: random.Random):
     if kind == "responses":
         customers = _CUSTOMERS or _CUSTOMERS.extend(customer_pool(2000)) or _CUSTOMERS
         return "POST", "/v1/responses", orjson.dumps(response_body(rnd, customers)), "responses"
+    if kind.startswith("batch:"):  # a kiosk syncing its queue: N answers in one request
+        customers = _CUSTOMERS or _CUSTOMERS.extend(customer_pool(2000)) or _CUSTOMERS
+        # Fresh ids (not from the seeded stream), so a second run's answers are new ones, not retries.
+        body = {"responses": [{**response_body(rnd, customers), "response_id": str(uuid.uuid4())}
+                              for _ in range(int(kind.split(":")[1]))]}
+        return "POST", "/v1/responses/batch", orjson.dumps(body), "batch"
     label, query = case_filter(rnd, rnd.choice(list(CASE_FILTERS)))
     return "GET", f"/v1/cases?{urlencode(query)}", None, label
 
@@ -372,7 +378,22 @@ def http_runs(args, bench, db: Database, workdir: Path, result: dict) -> None:
                 run["cases_opened"] = after["cases"] - before["cases"]
                 runs.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "server_profile"}, indent=2), flush=True)
-            result["ingest_http"] = {"server": "`hub serve feedback` (uvicorn, 1 process)", "open_loop": runs}
+            batches = []
+            for rate in [float(r) for r in args.batch_rates.split(",") if r]:
+                print(f"(a) POST /v1/responses/batch of {args.batch_size} at {rate:g}/s for {args.seconds:g}s …",
+                      flush=True)
+                before = counts(db)
+                run = {"via": f"POST /v1/responses/batch, {args.batch_size} answers each, open loop",
+                       **open_loop(http, bench, partial(_requests, f"batch:{args.batch_size}"), rate, args.seconds,
+                                   args.clients, args.max_in_flight, None)}
+                after = counts(db)
+                # Answered batches only: the warm-up requests before the timed window store answers too.
+                run["responses_per_s"] = round(run["ok"] * args.batch_size / run["elapsed_s"])
+                run["responses_stored_incl_warmup"] = after["responses"] - before["responses"]
+                batches.append(run)
+                print(json.dumps({k: v for k, v in run.items() if k != "server_profile"}, indent=2), flush=True)
+            result["ingest_http"] = {"server": "`hub serve feedback` (uvicorn, 1 process)", "open_loop": runs,
+                                     "batches": batches}
         if "cases" not in args.skip:
             print(f"(b) seeding cases up to {args.cases:,} …", flush=True)
             out: dict = {"seed": seed_cases(db, args.cases)}
@@ -401,6 +422,8 @@ def main() -> dict:
     parser.add_argument("--workers", type=int, default=2, help="In-process ingest processes.")
     parser.add_argument("--batch", type=int, default=100, help="Responses per transaction of the batched run.")
     parser.add_argument("--rates", default="500,1000", help="POST /v1/responses per second, a comma list.")
+    parser.add_argument("--batch-size", type=int, default=50, help="Answers per POST /v1/responses/batch.")
+    parser.add_argument("--batch-rates", default="20,30", help="Batch requests per second, a comma list.")
     parser.add_argument("--seconds", type=float, default=15, help="Length of each open-loop run.")
     parser.add_argument("--clients", type=int, default=2, help="HTTP client processes.")
     parser.add_argument("--max-in-flight", type=int, default=64,
@@ -443,6 +466,9 @@ def main() -> dict:
                 if run["rate_asked"] >= 1_000:
                     met[f"http_responses_per_s_at_{run['rate_asked']:g}"] = (
                         run["ok_per_s"] >= 1_000 * 0.98 and not run["errors"] and not run["shed"])
+            for run in result.get("ingest_http", {}).get("batches", []):
+                met[f"http_batch_responses_per_s_at_{run['rate_asked']:g}"] = (
+                    run["responses_per_s"] >= 1_000 and not run["errors"] and not run["shed"])
             if "case_list" in result:
                 cl = result["case_list"]
                 for name, r in cl["sequential"].items():

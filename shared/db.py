@@ -114,6 +114,18 @@ class Database:
                 conn.close()
 
 
+@contextlib.contextmanager
+def savepoint(cur, name: str = "item") -> Iterator[None]:
+    """Undo only this block's writes if it raises; the transaction around it goes on."""
+    cur.execute(f"savepoint {name}")
+    try:
+        yield
+    except BaseException:
+        cur.execute(f"rollback to savepoint {name}")
+        raise
+    cur.execute(f"release savepoint {name}")
+
+
 def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True)
 

@@ -3,12 +3,11 @@ instant with its offset (`starts_at`, what availability returns) or the store's 
 (`local_start`, refused when the clocks skip or repeat it); they come out as both."""
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.booking import appointments as appts
 from services.booking import catalog, lifecycle, waitlist
@@ -18,7 +17,7 @@ from services.booking.catalog import ClockInterval, parse_clock
 from shared.auth import CallerBooking, CallerStaff
 from shared.events.base import Channel, Identifier, Slug, utcnow
 from shared.events.booking import BookedSubject
-from shared.http import in_transaction
+from shared.http import BIGINT_MAX, Day, Instant, Timestamp, in_transaction
 
 availability = APIRouter(prefix="/v1/availability", tags=["availability"])
 appointments = APIRouter(prefix="/v1/appointments", tags=["appointments"])
@@ -44,8 +43,8 @@ class CustomerIn(BaseModel):
 
 
 class TimeChoice(BaseModel):
-    starts_at: datetime | None = Field(None, description="An instant with offset, e.g. a slot's starts_at.")
-    local_start: datetime | None = Field(None, description="Store-local wall-clock time without offset.")
+    starts_at: Timestamp | None = Field(None, description="An instant with offset, e.g. a slot's starts_at.")
+    local_start: Timestamp | None = Field(None, description="Store-local wall-clock time without offset.")
 
 
 class HoldIn(TimeChoice):
@@ -71,7 +70,7 @@ class CancelIn(BaseModel):
 
 class CompleteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    amount_minor: int = Field(ge=0, description="What the customer paid, in minor units.")
+    amount_minor: int = Field(ge=0, le=BIGINT_MAX, description="What the customer paid, in minor units.")
     services_performed: list[Slug] | None = Field(None, min_length=1, max_length=20)
     performed_by: Slug | None = Field(None, description="Who did the work, when not the booked staff member.")
 
@@ -86,9 +85,9 @@ class WalkInIn(BaseModel):
     store_id: Slug
     service_id: Slug
     staff_id: Slug
-    started_at: AwareDatetime | None = Field(None, description="When the service began (default: now).")
+    started_at: Instant | None = Field(None, description="When the service began (default: now).")
     customer: CustomerIn
-    amount_minor: int = Field(ge=0)
+    amount_minor: int = Field(ge=0, le=BIGINT_MAX)
     services_performed: list[Slug] | None = Field(None, min_length=1, max_length=20)
     channel: Channel = Channel.pos
 
@@ -98,7 +97,7 @@ class WaitlistIn(BaseModel):
     store_id: Slug
     service_id: Slug
     staff_id: Slug | None = None
-    day: date = Field(description="The store-local day wanted.")
+    day: Day = Field(description="The store-local day wanted.")
     window_start: str = Field(description="Earliest local start, HH:MM.")
     window_end: str = Field(description="Latest local end, HH:MM (24:00 for the day's end).")
     customer: CustomerIn
@@ -115,7 +114,7 @@ async def get_availability(
     request: Request, caller: CallerBooking,
     store_id: Annotated[str, Query(pattern=SLUG, max_length=64)],
     service_id: Annotated[str, Query(pattern=SLUG, max_length=64)],
-    date: Annotated[date, Query(description="Store-local date.")],
+    date: Annotated[Day, Query(description="Store-local date.")],
     staff_id: SlugQuery = None,
     size: Annotated[str | None, Query(pattern="^(xs|s|m|l|xl)$")] = None,
     coat: Annotated[str | None, Query(pattern="^(short|medium|long|double|curly|wire)$")] = None,
@@ -145,10 +144,11 @@ async def get_appointment(appointment_id: UUID, request: Request, caller: Caller
     return await in_transaction(request, appts.details, caller.tenant_id, appointment_id)
 
 
-@appointments.get("", summary="A store's appointments on a local day (the day sheet)")
+@appointments.get("", summary="A store's appointments on a local day (the day sheet)",
+                  responses={404: {"description": "Unknown store"}})
 async def day_sheet(request: Request, caller: CallerBooking,
                     store_id: Annotated[str, Query(pattern=SLUG, max_length=64)],
-                    date: Annotated[date, Query(description="Store-local date.")],
+                    date: Annotated[Day, Query(description="Store-local date.")],
                     staff_id: SlugQuery = None):
     return await in_transaction(request, appts.day_sheet, caller.tenant_id, store_id, date, staff_id)
 

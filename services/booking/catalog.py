@@ -9,12 +9,13 @@ from datetime import date, time
 from typing import Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.booking.localtime import zone
 from services.booking.rules import WEEKDAYS, Service, Shift, Staff, Store, StorePolicy, Variant
 from shared.errors import Invalid, NotFound
 from shared.events.base import Slug
+from shared.http import BIGINT_MAX, Instant
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 OFFSET = re.compile(r"^P(?:(?P<days>[1-9]\d?)D|T(?:(?P<hours>\d{1,3})H)?(?:(?P<minutes>\d{1,4})M)?)$")
@@ -155,8 +156,8 @@ class StaffIn(BaseModel):
 
 class TimeOffIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
     reason: str = Field("", max_length=200)
 
     @model_validator(mode="after")
@@ -180,7 +181,7 @@ class VariantIn(BaseModel):
     coat: Literal["short", "medium", "long", "double", "curly", "wire"] | None = None
     vehicle_class: Literal["compact", "sedan", "suv", "van", "truck", "other"] | None = None
     minutes: int = Field(ge=5, le=1440)
-    price_minor: int | None = Field(None, ge=0)
+    price_minor: int | None = Field(None, ge=0, le=BIGINT_MAX)
 
     @model_validator(mode="after")
     def _has_trait(self):
@@ -197,7 +198,7 @@ class ServiceIn(BaseModel):
     variants: list[VariantIn] = Field([], max_length=50)
     buffer_before_minutes: int = Field(0, ge=0, le=240)
     buffer_after_minutes: int = Field(0, ge=0, le=240)
-    price_minor: int = Field(0, ge=0)
+    price_minor: int = Field(0, ge=0, le=BIGINT_MAX)
     currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
     required_skill: Slug | None = None
     resource_kind: Slug | None = None
@@ -315,7 +316,9 @@ def delete_time_off(cur, tenant_id: str, staff_id: str, time_off_id: uuid.UUID) 
 
 
 def put_resource(cur, tenant_id: str, resource_id: str, body: ResourceIn) -> dict:
-    get_store(cur, tenant_id, body.store_id)
+    cur.execute("select 1 from stores where tenant_id = %s and store_id = %s", (tenant_id, body.store_id))
+    if cur.fetchone() is None:  # the body is wrong, not the path: 422, like a staff schedule naming one
+        raise Invalid(f"the resource names an unknown store: {body.store_id!r}")
     cur.execute(
         "insert into resources (tenant_id, resource_id, store_id, kind, name, capacity) values (%s, %s, %s, %s, %s, %s) "
         "on conflict (tenant_id, resource_id) do update set store_id = excluded.store_id, kind = excluded.kind, "

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.feedback import cases, reads, surveys, templates
 from services.feedback.business_hours import StoreHours
@@ -16,7 +16,7 @@ from services.feedback.templates import Template
 from shared.auth import CallerAdmin, CallerAny, CallerBooking, CallerOps, CallerRead, CallerStaff
 from shared.errors import Invalid
 from shared.events.base import Slug, utcnow
-from shared.http import in_transaction
+from shared.http import Instant, in_transaction
 
 setup = APIRouter(tags=["setup"])
 links = APIRouter(prefix="/v1/surveys", tags=["surveys"])
@@ -68,8 +68,8 @@ class Period(BaseModel):
     store_id: Slug | None = None
     staff_id: Slug | None = None
     service_id: Slug | None = None
-    start: AwareDatetime | None = Field(None, alias="from")
-    end: AwareDatetime | None = Field(None, alias="to")
+    start: Instant | None = Field(None, alias="from")
+    end: Instant | None = Field(None, alias="to")
 
     def bounds(self) -> tuple[datetime, datetime]:
         end = self.end or utcnow()
@@ -122,6 +122,37 @@ async def enter_answer(body: EnteredAnswerIn, request: Request, caller: CallerBo
     return await in_transaction(request, surveys.record_entered, caller.tenant_id, body, caller.key_id, utcnow())
 
 
+class QueuedAnswerIn(EnteredAnswerIn):
+    response_id: UUID = Field(description="Your id, required here: a retried batch stores each answer once.")
+
+
+class EnteredAnswersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    responses: list[QueuedAnswerIn] = Field(min_length=1, max_length=500)
+
+
+class EnteredResult(BaseModel):
+    index: int
+    status: Literal["stored", "rejected"]
+    response_id: UUID | None = None
+    reason: str | None = None
+
+
+class EnteredAnswersOut(BaseModel):
+    stored: int
+    rejected: int
+    results: list[EnteredResult]
+
+
+@responses.post("/batch", response_model=EnteredAnswersOut, summary="A kiosk's queued answers, up to 500 at once",
+                description="Each answer is checked and stored on its own, once per response_id (a retried "
+                            "batch stores nothing twice); a rejected one carries its reason and holds back none "
+                            "of the others.")
+async def enter_answers(body: EnteredAnswersIn, request: Request, caller: CallerBooking):
+    return await in_transaction(request, surveys.record_entered_many, caller.tenant_id, body.responses,
+                                caller.key_id, utcnow())
+
+
 @case_routes.post("", status_code=201, summary="Open a case for a complaint taken by phone, at the desk …")
 async def complain(body: ComplaintIn, request: Request, caller: CallerBooking):
     def run(cur):
@@ -141,7 +172,7 @@ async def complain(body: ComplaintIn, request: Request, caller: CallerBooking):
 async def list_cases(request: Request, caller: CallerStaff, store_id: Slug | None = None,
                      state: Literal["open", "in_progress", "resolved", "closed"] | None = None,
                      breached: bool | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                     before: AwareDatetime | None = Query(None, description="next_before of the previous page")):
+                     before: Instant | None = Query(None, description="next_before of the previous page")):
     found = await in_transaction(request, cases.listing, caller.tenant_id, store_id=store_id, state=state,
                                  breached=breached, limit=limit, before=before, now=utcnow())
     # Rows of plain columns: orjson writes them directly (FastAPI's generic encoder was most of the time).

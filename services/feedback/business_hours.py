@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.errors import Invalid
 from shared.timezones import IanaZone
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -73,7 +74,8 @@ class StoreHours(BaseModel):
                     return begin + remaining
                 remaining -= closes - begin
             day += timedelta(days=1)
-        raise ValueError("the store is not open long enough within two years")
+        raise Invalid(f"the store's hours and holidays leave less than {minutes} business minutes within the "
+                      f"next {MAX_DAYS} days: nothing could fall due")
 
     def between(self, start: datetime, end: datetime) -> int:
         """Minutes of opening time from `start` to `end`."""

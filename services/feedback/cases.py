@@ -13,6 +13,7 @@ import orjson
 from services.feedback.business_hours import StoreHours
 from services.feedback.events import announce, envelope
 from shared.errors import Invalid, NotFound
+from shared.events.base import utcnow
 from shared.events.feedback import (
     CaseOpened, CaseOpenedPayload, CaseResolved, CaseResolvedPayload, CaseSlaBreached, CaseSlaBreachedPayload,
 )
@@ -40,6 +41,7 @@ def store_hours(cur, tenant_id: str, store_id: str | None) -> StoreHours:
 
 
 def save_store_hours(cur, tenant_id: str, store_id: str, hours: StoreHours) -> StoreHours:
+    hours.add(utcnow(), RESOLUTION_MINUTES)  # refuse (422) hours a case opened at the store could never be due in
     cur.execute("insert into store_hours (tenant_id, store_id, config) values (%s, %s, %s) on conflict "
                 "(tenant_id, store_id) do update set config = excluded.config, updated_at = now()",
                 (tenant_id, store_id, orjson.dumps(hours.model_dump(mode="json")).decode()))

@@ -14,7 +14,8 @@ import orjson
 
 from services.feedback import cases, nps, templates
 from services.feedback.events import announce, envelope
-from shared.errors import Conflict, Gone, Invalid, NotFound
+from shared.db import savepoint
+from shared.errors import Conflict, DomainError, Gone, Invalid, NotFound
 from shared.events import Touchpoint
 from shared.events.feedback import SurveyAnswered, SurveyAnsweredPayload, SurveySent, SurveySentPayload
 
@@ -181,6 +182,23 @@ def record(cur, tenant_id: str, answers: dict, now: datetime, *, source: str, in
     elif nps.is_low(scores["nps"], scores["csat"]):
         cases.open_for_response(cur, tenant_id, response, scores, now)
     return response
+
+
+def record_entered_many(cur, tenant_id: str, bodies: list, entered_by: str, now: datetime) -> dict:
+    """A kiosk's queued answers in one transaction. Each is checked and stored on its own (once per
+    response id), so a bad one is reported with its reason and holds back none of the others."""
+    results = []
+    for index, body in enumerate(bodies):
+        try:
+            with savepoint(cur):
+                response = record_entered(cur, tenant_id, body, entered_by, now)
+        except DomainError as exc:
+            results.append({"index": index, "status": "rejected", "reason": exc.detail,
+                            "response_id": body.response_id})
+        else:
+            results.append({"index": index, "status": "stored", "response_id": response["response_id"]})
+    stored = sum(r["status"] == "stored" for r in results)
+    return {"stored": stored, "rejected": len(results) - stored, "results": results}
 
 
 def record_entered(cur, tenant_id: str, body, entered_by: str, now: datetime) -> dict:

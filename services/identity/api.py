@@ -16,6 +16,8 @@ from services.identity import profiles, store
 from services.identity.domain import IdentifierError
 from services.identity.errors import Conflict, Gone, NotFound
 from shared.auth import CallerIngest, CallerRead, Principal, Role
+from shared.events.base import Identifier
+from shared.http import storable_instant
 
 touchpoints = APIRouter(prefix="/v1/touchpoints", tags=["touchpoints"])
 customers = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -64,6 +66,8 @@ async def _translated(run):
         raise HTTPException(422, str(exc)) from None
 
 
+# The identifier model's own rule for a type, so a lookup refuses (422) what the model would refuse.
+ID_TYPE_PATTERN = Identifier.model_json_schema()["properties"]["type"]["pattern"]
 POLICY_TTL_S = 5.0  # a policy change reaches other replicas' reads within this
 
 
@@ -169,7 +173,8 @@ async def _customer(request: Request, caller: Principal, customer_id: UUID) -> d
                responses={404: {"description": "No customer holds it"}, 422: {"description": "Not a valid identifier"}})
 async def lookup(
     request: Request, caller: CallerRead,
-    type: Annotated[str, Query(description="phone, email, wechat_openid, …, or custom:<name>", max_length=48)],
+    type: Annotated[str, Query(description="phone, email, wechat_openid, …, or custom:<name>", max_length=48,
+                               pattern=ID_TYPE_PATTERN)],
     value: Annotated[str, Query(min_length=1, max_length=256)],
     scope: Annotated[str | None, Query(description="App id (wechat_openid) or store id (pos_customer_id)",
                                        max_length=128)] = None,
@@ -222,7 +227,7 @@ async def timeline(
     if before:
         try:
             at, _, event_id = before.partition("~")
-            cursor = (datetime.fromisoformat(at), UUID(event_id))
+            cursor = (storable_instant(datetime.fromisoformat(at)), UUID(event_id))
         except ValueError:
             raise HTTPException(422, "before is not a cursor returned by this endpoint") from None
     page = await in_transaction(request, profiles.timeline, caller.tenant_id, customer_id, limit, cursor)

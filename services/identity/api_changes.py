@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import phonenumbers
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
@@ -16,6 +17,7 @@ from services.identity.policy import TenantPolicy
 from shared.auth import CallerAdmin, CallerConsent, CallerOps, CallerRead
 from shared.events.base import Identifier
 from shared.events.customers import Purpose
+from shared.http import Instant
 
 changes = APIRouter(prefix="/v1/customers", tags=["customers"])
 review = APIRouter(prefix="/v1/match-suggestions", tags=["merge review"])
@@ -40,7 +42,7 @@ class SplitResult(BaseModel):
 
 @changes.post("/{customer_id}/split", response_model=SplitResult, status_code=201,
               summary="Move identifiers, and the touchpoints that carried them, to a new or named profile",
-              responses={404: {"description": "Unknown customer"},
+              responses={404: {"description": "Unknown customer"}, 410: {"description": "Erased"},
                          409: {"description": "The customer does not hold an identifier, or was merged"}})
 async def split(customer_id: UUID, body: SplitRequest, request: Request, caller: CallerOps):
     def run(cur):
@@ -58,14 +60,12 @@ class ConsentRequest(BaseModel):
     granted: bool
     source: str = Field("api", max_length=64, description="Where the customer said so: store, app, call centre …")
     evidence: str | None = Field(None, max_length=500, description="Form version, call reference …")
-    effective_at: datetime | None = Field(None, description="When the customer said so (default: now).")
+    effective_at: Instant | None = Field(None, description="When the customer said so (default: now).")
 
 
 @changes.post("/{customer_id}/consents", status_code=201, summary="Record consent given or withdrawn",
               responses={404: {"description": "Unknown customer"}, 410: {"description": "Erased"}})
 async def give_consent(customer_id: UUID, body: ConsentRequest, request: Request, caller: CallerConsent):
-    if body.effective_at is not None and body.effective_at.tzinfo is None:
-        raise HTTPException(422, "effective_at needs a timezone (e.g. 2026-03-29T10:00:00+08:00)")
     cid = await in_transaction(request, privacy.record_consent, caller.tenant_id, customer_id, body.purpose,
                                body.granted, body.source, body.evidence, body.effective_at)
     return await in_transaction(request, _consents, cid)
@@ -179,6 +179,9 @@ async def get_policy(request: Request, caller: CallerOps):
 
 @policy_routes.put("", response_model=TenantPolicy, summary="Replace this tenant's identity policy")
 async def put_policy(body: TenantPolicy, request: Request, caller: CallerAdmin):
+    if body.default_region not in phonenumbers.SUPPORTED_REGIONS:  # else every phone number would be refused
+        raise HTTPException(422, f"default_region {body.default_region!r} is not a region phone numbers know "
+                                 "(ISO 3166 alpha-2, e.g. CN, GB, US)")
     def run(cur):
         store.save_policy(cur, caller.tenant_id, body)
         return tenant_policy(cur, request, caller.tenant_id, fresh=True)

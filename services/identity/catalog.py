@@ -22,7 +22,8 @@ async def list_catalog(caller: CallerAny) -> dict:
     return _catalog()
 
 
-@catalog.get("/events/{event_type}", summary="One public event type: its topic, version and JSON Schema")
+@catalog.get("/events/{event_type}", summary="One public event type: its topic, version and JSON Schema",
+             responses={404: {"description": "Not an event type of a public topic"}})
 async def event_schema(event_type: str, caller: CallerAny) -> dict:
     for topic in _catalog()["topics"]:
         for event in topic["events"]:

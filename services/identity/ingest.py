@@ -12,6 +12,7 @@ from shared.auth import Principal
 from shared.bus.outbox import enqueue
 from shared.db import Database
 from shared.events import EVENT_TYPES, TOUCHPOINT_TYPE_NAMES, DecodeError, Touchpoint, TraceContext, from_document, utcnow
+from shared.http import storable_instant
 from shared.telemetry import carrier_from_current, tracer
 from shared.topics import TOUCHPOINTS_RAW
 
@@ -45,6 +46,10 @@ def _validate(raw: Any, principal: Principal, now: datetime, settings: IdentityS
     event = from_document(doc)
     if event.occurred_at > now + timedelta(seconds=settings.max_future_seconds):
         raise DecodeError(f"occurred_at is more than {settings.max_future_seconds // 3600} hours in the future")
+    try:  # year 1 or an offset no zone has would be accepted here and break the warehouse downstream
+        storable_instant(event.occurred_at)
+    except ValueError as exc:
+        raise DecodeError(f"occurred_at: {exc}") from None
     problems = usable_identifiers(event, region)
     if problems:  # one bad identifier among good ones is kept as rejected; none usable is an error
         raise DecodeError("no usable identifier: " + "; ".join(problems))

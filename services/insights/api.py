@@ -1,7 +1,6 @@
 """Insights' HTTP routes."""
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from shared.auth import CallerRead
+from shared.http import Instant
 
 touchpoints = APIRouter(prefix="/v1/touchpoints", tags=["touchpoints"])
 
@@ -39,9 +39,7 @@ class Freshness(BaseModel):
 
 @touchpoints.get("/freshness", response_model=Freshness,
                  summary="Seconds from acceptance by identity to ClickHouse for touchpoints recorded since a time")
-async def freshness(since: datetime, request: Request, caller: CallerRead):
-    if since.tzinfo is None:
-        raise HTTPException(422, "since needs a timezone (e.g. 2026-03-29T10:00:00+08:00)")
+async def freshness(since: Instant, request: Request, caller: CallerRead):
     return await run_in_threadpool(request.app.state.warehouse.freshness, caller.tenant_id, since)
 
 
@@ -64,7 +62,8 @@ class StoredTouchpoint(BaseModel):
 
 
 @touchpoints.get("/{event_id}", response_model=StoredTouchpoint,
-                 summary="A touchpoint as stored in ClickHouse (404 until it has arrived)")
+                 summary="A touchpoint as stored in ClickHouse (404 until it has arrived)",
+                 responses={404: {"description": "Not stored yet, or another tenant's"}})
 async def get_touchpoint(event_id: UUID, request: Request, caller: CallerRead):
     row = await run_in_threadpool(request.app.state.warehouse.get_touchpoint, caller.tenant_id, event_id)
     if row is None:

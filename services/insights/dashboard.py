@@ -22,6 +22,8 @@ routes = APIRouter(prefix="/v1/dashboard", tags=["dashboard"])
 stores = APIRouter(prefix="/v1/stores", tags=["stores"])
 
 MAX_PERIOD_DAYS = 3 * 366
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(2149, 6, 5)  # ClickHouse's Date range (the day after the last fits)
+UNKNOWN_STORE = {404: {"description": "Unknown store: not configured and never seen in touchpoints"}}
 FromDate = Annotated[date | None, Query(alias="from", description="First store-local day (default: 90 days ago).")]
 ToDate = Annotated[date | None, Query(alias="to", description="Last store-local day (default: today).")]
 StoreFilter = Annotated[Slug | None, Query(description="One store; none: the whole chain.")]
@@ -44,7 +46,9 @@ class Scope:
         self.zone = ZoneInfo(zone)
         today = datetime.now(self.zone).date()
         self.end = end or today
-        self.start = start or self.end - timedelta(days=89)
+        if any(day is not None and not FIRST_DAY <= day <= LAST_DAY for day in (start, self.end)):
+            raise HTTPException(422, f"the period must lie within {FIRST_DAY}..{LAST_DAY}")
+        self.start = start or max(self.end - timedelta(days=89), FIRST_DAY)
         if self.start > self.end:
             raise HTTPException(422, f"the period starts ({self.start}) after it ends ({self.end})")
         if (self.end - self.start).days > MAX_PERIOD_DAYS:
@@ -129,7 +133,7 @@ async def list_stores(request: Request, caller: CallerRead) -> dict:
 _GRAIN = {"day": "local_date", "week": "toMonday(local_date)", "month": "toStartOfMonth(local_date)"}
 
 
-@routes.get("/nps", summary="NPS trend: promoters, passives, detractors and score per store-local day, week or month")
+@routes.get("/nps", responses=UNKNOWN_STORE, summary="NPS trend: promoters, passives, detractors and score per store-local day, week or month")
 async def nps_trend(request: Request, caller: CallerRead, store_id: StoreFilter = None, start: FromDate = None,
                     end: ToDate = None, grain: Literal["day", "week", "month"] = "week",
                     staff_id: Slug | None = None, service_id: Slug | None = None) -> dict:
@@ -158,7 +162,7 @@ async def nps_trend(request: Request, caller: CallerRead, store_id: StoreFilter 
 
 
 # --- lifecycle funnel ---
-@routes.get("/funnel", summary="Customers first seen in the period: furthest stage reached, stage now, conversion")
+@routes.get("/funnel", responses=UNKNOWN_STORE, summary="Customers first seen in the period: furthest stage reached, stage now, conversion")
 async def funnel(request: Request, caller: CallerRead, store_id: StoreFilter = None, start: FromDate = None,
                  end: ToDate = None, channel: ChannelFilter = None) -> dict:
     def read():
@@ -179,7 +183,7 @@ async def funnel(request: Request, caller: CallerRead, store_id: StoreFilter = N
 
 
 # --- churn risk ---
-@routes.get("/churn", summary="Churn-risk distribution and the customers most at risk, with reasons")
+@routes.get("/churn", responses=UNKNOWN_STORE, summary="Churn-risk distribution and the customers most at risk, with reasons")
 async def churn(request: Request, caller: CallerRead, store_id: StoreFilter = None, channel: ChannelFilter = None,
                 limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict:
     def read():
@@ -203,7 +207,9 @@ async def churn(request: Request, caller: CallerRead, store_id: StoreFilter = No
     return await _in_thread(read)
 
 
-@routes.get("/customers/{customer_id}", summary="One customer: stage, risk and reasons, RFM, transitions, touchpoints")
+@routes.get("/customers/{customer_id}",
+            responses={404: {"description": "No scores for this customer (unknown, merged into another, or erased)"}},
+            summary="One customer: stage, risk and reasons, RFM, transitions, touchpoints")
 async def customer(customer_id: UUID, request: Request, caller: CallerRead) -> dict:
     def read():
         scope = Scope(request, caller.tenant_id, None, None, None)
@@ -236,7 +242,7 @@ async def customer(customer_id: UUID, request: Request, caller: CallerRead) -> d
 
 
 # --- channels ---
-@routes.get("/channels", summary="Per first channel: customers acquired in the period, converted, retained 90 days")
+@routes.get("/channels", responses=UNKNOWN_STORE, summary="Per first channel: customers acquired in the period, converted, retained 90 days")
 async def channels(request: Request, caller: CallerRead, store_id: StoreFilter = None, start: FromDate = None,
                    end: ToDate = None) -> dict:
     def read():
@@ -252,7 +258,7 @@ async def channels(request: Request, caller: CallerRead, store_id: StoreFilter =
 
 
 # --- complaints ---
-@routes.get("/complaints", summary="Complaint cases in the period: opened, resolved, SLA breaches, resolution time")
+@routes.get("/complaints", responses=UNKNOWN_STORE, summary="Complaint cases in the period: opened, resolved, SLA breaches, resolution time")
 async def complaints(request: Request, caller: CallerRead, store_id: StoreFilter = None, start: FromDate = None,
                      end: ToDate = None) -> dict:
     def read():
@@ -278,7 +284,7 @@ async def complaints(request: Request, caller: CallerRead, store_id: StoreFilter
 
 
 # --- loyalty tiers ---
-@routes.get("/tiers", summary="Loyalty tier mix of the customers")
+@routes.get("/tiers", responses=UNKNOWN_STORE, summary="Loyalty tier mix of the customers")
 async def tiers(request: Request, caller: CallerRead, store_id: StoreFilter = None,
                 channel: ChannelFilter = None) -> dict:
     def read():

@@ -14,7 +14,7 @@ from services.loyalty import reads, redemptions
 from services.loyalty.program import Program
 from shared.auth import CallerAdmin, CallerAny, CallerBooking, CallerOps, CallerRead
 from shared.events.base import Slug, utcnow
-from shared.http import in_transaction
+from shared.http import BIGINT_MAX, in_transaction
 
 program = APIRouter(prefix="/v1/program", tags=["program"])
 member_routes = APIRouter(prefix="/v1/members", tags=["members"])
@@ -78,7 +78,8 @@ async def get_member(customer_id: UUID, request: Request, caller: CallerRead):
 @member_routes.get("/{customer_id}/ledger", responses=NOT_FOUND, summary="Ledger entries, newest first")
 async def get_ledger(customer_id: UUID, request: Request, caller: CallerRead,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                     before: Annotated[int | None, Query(ge=1, description="next_before of the previous page")] = None,
+                     before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX,
+                                                         description="next_before of the previous page")] = None,
                      include_merged: bool = False):
     return await in_transaction(request, reads.entries, caller.tenant_id, customer_id, limit, before, include_merged)
 

@@ -13,13 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared import tenant_config
 from shared.events.loyalty import TierName
+from shared.http import BIGINT_MAX
 from shared.timezones import IanaZone
 
 
 class TierRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: TierName
-    threshold: Annotated[int, Field(ge=0, description="Points earned in the window that qualify for the tier.")]
+    threshold: Annotated[int, Field(ge=0, le=BIGINT_MAX,
+                                    description="Points earned in the window that qualify for the tier.")]
     earn_multiplier: Annotated[float, Field(ge=1, le=10)] = 1.0
     discount_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
 
@@ -62,7 +64,9 @@ class Program(BaseModel):
     hold_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 15
     point_value_minor: Annotated[float, Field(gt=0, le=10_000, description="Money value of one point.")] = 1.0
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "CNY"
-    exchange_rates: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Annotated[float, Field(gt=0)]] = Field(
+    # Finite: JSON has no infinity, so a stored one would come back as null and break every read of the program.
+    exchange_rates: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")],
+                         Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="For chains with stores in several currencies: what one unit of each "
                                           "other currency is worth in `currency` (e.g. {\"AUD\": 4.7}).")
 

@@ -138,6 +138,7 @@ def stack():
             s.stop()
 
 
+@pytest.mark.timeout(int(900 + SOAK_MINUTES * 60 * 1.5))  # every recovery may take minutes on a busy machine
 def test_after_crashes_of_every_part_nothing_accepted_is_lost_or_doubled(stack):
     driver = Driver(stack)
     driver.start()

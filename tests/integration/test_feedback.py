@@ -162,6 +162,32 @@ def test_kiosk_answers_are_idempotent_and_a_low_one_opens_a_case(feedback):
     assert ok(feedback.get("/v1/nps", headers=DEMO, params={"store_id": "fb-kiosk"}))["responses"] == 1
 
 
+def test_a_kiosks_queued_answers_are_stored_once_each_and_a_bad_one_holds_back_none(feedback):
+    def entry(nps, **extra):
+        return {"source": "kiosk", "store_id": "fb-sync", "service_id": "bath", "answers": {"nps": nps},
+                "response_id": str(uuid.uuid4()), **extra}
+
+    queued = [entry(9), entry(3), entry(11), entry(10)]
+    first = ok(feedback.post("/v1/responses/batch", headers=DEMO, json={"responses": queued}))
+    assert (first["stored"], first["rejected"]) == (3, 1)
+    assert [r["status"] for r in first["results"]] == ["stored", "stored", "rejected", "stored"]
+    assert first["results"][2]["reason"] == "question nps: a score from 0 to 10, not 11"
+    again = ok(feedback.post("/v1/responses/batch", headers=DEMO, json={"responses": queued}))  # the kiosk retries
+    assert (again["stored"], again["rejected"]) == (3, 1)
+    assert [r["response_id"] for r in again["results"]] == [r["response_id"] for r in first["results"]]
+    changed = ok(feedback.post("/v1/responses/batch", headers=DEMO,
+                               json={"responses": [{**queued[0], "answers": {"nps": 0}}]}))
+    assert changed["results"][0]["status"] == "rejected" and "other answers" in changed["results"][0]["reason"]
+    assert ok(feedback.get("/v1/nps", headers=DEMO, params={"store_id": "fb-sync"}))["responses"] == 3
+    assert len(ok(feedback.get("/v1/cases", headers=DEMO, params={"store_id": "fb-sync"}))["items"]) == 1, \
+        "the 3 opened one case, its retry none"
+    assert feedback.post("/v1/responses/batch", headers=DEMO, json={"responses": []}).status_code == 422
+    no_id = {k: v for k, v in entry(9).items() if k != "response_id"}
+    assert feedback.post("/v1/responses/batch", headers=DEMO, json={"responses": [no_id]}).status_code == 422
+    too_many = {"responses": [entry(9) for _ in range(501)]}
+    assert feedback.post("/v1/responses/batch", headers=DEMO, json=too_many).status_code == 422
+
+
 def test_case_states_move_one_step_and_resolving_needs_a_cause(feedback):
     cid = uuid.uuid4()
     ok(feedback.put("/v1/stores/fb-case/hours", headers=DEMO, json={

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, model_validator
 
 from services.identity.api import in_transaction
@@ -14,6 +15,7 @@ from services.identity.webhooks import subscriptions
 from services.identity.webhooks.subscriptions import Filter, PiiLevel, SubscriptionRequest
 from shared.auth import Principal, Role, require
 from shared.events import utcnow
+from shared.http import BIGINT_MAX, Instant
 
 routes = APIRouter(prefix="/v1/subscriptions", tags=["webhook subscriptions"])
 CallerMarketing = Annotated[Principal, Depends(require(Role.marketing))]
@@ -42,15 +44,13 @@ class SubscriptionWithSecret(Subscription):
 
 
 class ReplayRequest(BaseModel):
-    since: datetime | None = Field(None, description="Every delivery queued since this time, again.")
+    since: Instant | None = Field(None, description="Every delivery queued since this time, again.")
     dead_letters: bool = Field(False, description="The dead letters, again.")
 
     @model_validator(mode="after")
     def _one_of(self):
         if (self.since is None) == (not self.dead_letters):
             raise ValueError("give either since (a time with its zone) or dead_letters: true")
-        if self.since is not None and self.since.tzinfo is None:
-            raise ValueError("since needs a timezone (e.g. 2026-03-29T10:00:00+08:00)")
         return self
 
 
@@ -82,8 +82,8 @@ def _settings(request: Request):
              responses={422: {"description": "Not http(s), a private address in production, an unknown filter "
                                              "field or an event type not in the catalogue"}})
 async def create(body: SubscriptionRequest, request: Request, caller: CallerMarketing):
-    try:
-        subscriptions.check_url(body.url, _settings(request).webhook_private_urls_allowed)
+    try:  # on a worker thread: in production it resolves the host, which must not stall the event loop
+        await run_in_threadpool(subscriptions.check_url, body.url, _settings(request).webhook_private_urls_allowed)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     created, secret = await in_transaction(request, subscriptions.create, request.app.state.vault,
@@ -145,7 +145,8 @@ async def replay(subscription_id: UUID, body: ReplayRequest, request: Request, c
 async def deliveries(subscription_id: UUID, request: Request, caller: CallerMarketing,
                      state: Literal["pending", "delivered", "dead", "dropped", "requeued"] | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                     before: Annotated[int | None, Query(ge=1, description="Page: deliveries before this id")] = None):
+                     before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX,
+                                                         description="Page: deliveries before this id")] = None):
     return await in_transaction(request, subscriptions.deliveries, caller.tenant_id, subscription_id, state, limit,
                                 before)
 

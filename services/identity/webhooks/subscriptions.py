@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import uuid
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -26,8 +27,11 @@ _COLUMNS = ("subscription_id, tenant_id, url, event_types, filter, purpose, pii_
             "created_at, updated_at, previous_secret_until")
 
 
-def public_event_types() -> set[str]:
-    return {e["type"] for topic in public_catalog()["topics"] for e in topic["events"]}
+@lru_cache(maxsize=1)
+def public_event_types() -> frozenset[str]:
+    """Generated from the event models, so fixed for the process: built once, not per request (building
+    the catalogue's JSON Schemas takes a good part of a second)."""
+    return frozenset(e["type"] for topic in public_catalog()["topics"] for e in topic["events"])
 
 
 class Filter(BaseModel):
