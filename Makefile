@@ -28,11 +28,11 @@ test-integration: $(VENV)/.installed
 test-e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -q tests/e2e
 
-# The fault drill of `make test` (kill -9 of every service, the broker lost, Postgres restarted) in rounds
-# for SOAK_MINUTES, with the simulated chain at twice the rate.
+# The fault drill (kill -9 of every service, the broker lost, Postgres restarted) in rounds for
+# SOAK_MINUTES (0: one round), with the simulated chain at twice the rate.
 SOAK_MINUTES ?= 30
 soak: $(VENV)/.installed
-	HUB_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -q -s tests/e2e/test_faults.py
+	HUB_FAULT_DRILL=1 HUB_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -q -s tests/e2e/test_faults.py
 
 # The end-to-end benchmark: writes bench/results.json and the README's table (a few minutes).
 bench: $(VENV)/.installed

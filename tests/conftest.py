@@ -110,16 +110,22 @@ def database_janitor(pg_admin_dsn):
     janitor.finish()
 
 
-@pytest.fixture
-def database_url(pg_admin_dsn, database_janitor):
-    """A brand-new, empty database for one test."""
+def create_database(pg_admin_dsn: str) -> tuple[str, str]:
+    """A brand-new, empty database: (its name, its DSN)."""
     name = f"hub_t_{uuid.uuid4().hex[:12]}"
     admin = psycopg2.connect(pg_admin_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'create database "{name}"')
     admin.close()
-    yield _with_database(pg_admin_dsn, name)
+    return name, _with_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+def database_url(pg_admin_dsn, database_janitor):
+    """A brand-new, empty database for one test."""
+    name, url = create_database(pg_admin_dsn)
+    yield url
     database_janitor.names.put(name)
 
 

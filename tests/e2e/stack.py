@@ -31,7 +31,8 @@ def temporary_home(prefix: str) -> Iterator[Path]:
     try:
         yield home
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if not os.environ.get("HUB_E2E_KEEP_HOME"):  # set it to read the services' logs after a failure
+            shutil.rmtree(home, ignore_errors=True)
 
 
 class Stack:

@@ -205,20 +205,13 @@ class Stack:
 def stack(pg_admin_dsn, database_janitor, kafka_bootstrap, clickhouse_target, tmp_path_factory):
     """Like `service_env`, once per service for the whole module: its own database, topics and ClickHouse
     database."""
-    import psycopg2
-
-    from tests.conftest import _with_database
+    from tests.conftest import create_database
 
     def env_for(service: str) -> dict:
-        database = f"hub_t_{uuid.uuid4().hex[:12]}"
-        admin = psycopg2.connect(pg_admin_dsn)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'create database "{database}"')
-        admin.close()
+        database, url = create_database(pg_admin_dsn)
         databases.append(database)
         return {
-            "database_url": _with_database(pg_admin_dsn, database), "kafka_bootstrap_servers": kafka_bootstrap,
+            "database_url": url, "kafka_bootstrap_servers": kafka_bootstrap,
             "topic_prefix": f"t{uuid.uuid4().hex[:10]}.", "demo_api_key": "test-demo-key", "auth_secret": SECRET,
             "clickhouse_url": clickhouse_target["url"], "clickhouse_path": clickhouse_target["path"],
             "clickhouse_database": f"t_{uuid.uuid4().hex[:12]}",
