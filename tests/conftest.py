@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -108,6 +109,25 @@ def database_janitor(pg_admin_dsn):
     janitor = DatabaseJanitor(pg_admin_dsn)
     yield janitor
     janitor.finish()
+
+
+def serve_in_thread(app, name: str, timeout_s: float = 60):
+    """An ASGI app under uvicorn on a free port, in a daemon thread of this process, once it listens:
+    (server, thread, port). Stop it with `server.should_exit = True` and join the thread."""
+    import uvicorn
+
+    from hub.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped during startup"
+        assert time.monotonic() < deadline, f"uvicorn did not start in {timeout_s:.0f} s"
+        time.sleep(0.05)
+    return server, thread, port
 
 
 def create_database(pg_admin_dsn: str) -> tuple[str, str]:

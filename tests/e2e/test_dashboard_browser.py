@@ -6,19 +6,17 @@ against the insights app served by uvicorn in this process over the real ClickHo
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 import uuid
 from datetime import date, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import uvicorn
 
-from hub.embedded import free_port
 from services.insights.app import create_app
 from services.insights.settings import InsightsSettings
 from shared.auth import KeyVerifier, Role
+from tests.conftest import serve_in_thread
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed: apt-get install chromium")
@@ -35,17 +33,9 @@ class Served:
 
     def __init__(self, settings: InsightsSettings):
         self.app = create_app(settings)
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="insights-uvicorn", daemon=True)
 
     def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start in 60 s"
-            time.sleep(0.05)
+        self.server, self.thread, self.port = serve_in_thread(self.app, "insights-uvicorn")
         return self
 
     def __exit__(self, *exc):

@@ -12,14 +12,11 @@ operation in schemathesis' fuzzing phase; its examples and coverage phases run a
 from __future__ import annotations
 
 import os
-import threading
-import time
 import uuid
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -30,7 +27,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from hub.embedded import free_port
 from services.booking.app import create_app as booking
 from services.booking.settings import BookingSettings
 from services.feedback.app import create_app as feedback
@@ -42,6 +38,8 @@ from services.insights.settings import InsightsSettings
 from services.loyalty.app import create_app as loyalty
 from services.loyalty.settings import LoyaltySettings
 from shared.auth import KeyVerifier, Role
+
+from tests.conftest import serve_in_thread
 
 from .conftest import DEMO, settings_for
 
@@ -96,15 +94,8 @@ class Served:
     database and starts its consumers, as in production)."""
 
     def __init__(self, app):
-        self.app, self.port = app, free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="fuzz-uvicorn", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 120
-        while not self.server.started:
-            assert self.thread.is_alive(), "uvicorn stopped during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start in 120 s"
-            time.sleep(0.05)
+        self.app = app
+        self.server, self.thread, self.port = serve_in_thread(app, "fuzz-uvicorn", timeout_s=120)
         self.url = f"http://127.0.0.1:{self.port}"
         self.client = httpx.Client(base_url=self.url, timeout=60)
         self.client.app = app  # the seeding helpers reach consumers' handlers through it
