@@ -21,17 +21,15 @@ import asyncio
 import json
 import multiprocessing
 import os
-import random
 import time
-from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 
-from bench.common import _open_loop_client, connections, git_commit, machine_load, percentiles
-from bench.customer360 import _customer_ids
+from bench.common import connections, git_commit, machine_load
+from bench.customer360 import _customer_ids, read_customers
 from bench.stack import running_stack
 from hub.simulate import generate
 
@@ -75,16 +73,6 @@ def _ingest(identity: str, headers: dict, rate: float, seconds: float, out) -> N
     out.put({"accepted": accepted, "posting_s": round(elapsed, 1), "behind_s": round(behind, 2)})
 
 
-def _customer_request(ids: list[str], rnd: random.Random):
-    return "GET", f"/v1/customers/{rnd.choice(ids)}", None, "customer360"
-
-
-def _read(identity: str, headers: dict, ids: list[str], rate: float, seconds: float, out) -> None:
-    """The loyalty benchmark's open-loop client: a read due while 64 are outstanding is shed and counted."""
-    part = _open_loop_client(identity, headers, partial(_customer_request, ids), rate, seconds, time.time(), 5, 64)
-    out.put({**percentiles(part["lat"]), "errors": part["errors"], "shed": part["shed"], "rate_per_s": rate})
-
-
 def stored(insights: str, headers: dict) -> int:
     return httpx.get(insights + "/v1/touchpoints/summary", headers=headers, timeout=60).json()["total"]
 
@@ -104,7 +92,7 @@ def run_stack(rate: float, seconds: float, reads: float) -> dict:
         results = ctx.Queue()
         workers = [ctx.Process(target=_ingest, args=(identity, headers, rate, seconds, results))]
         if reads:
-            workers.append(ctx.Process(target=_read, args=(identity, headers, ids, reads, seconds, results)))
+            workers.append(ctx.Process(target=read_customers, args=(identity, headers, ids, reads, seconds, results)))
         started = time.monotonic()
         for w in workers:
             w.start()

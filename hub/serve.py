@@ -1,8 +1,25 @@
 """`hub serve <service>`: run one service under uvicorn. Services are named by module path, never
-imported here, so the launcher stays independent of every domain."""
+imported here, so the launcher stays independent of every domain.
+
+Identity answers the hub's hottest read (the customer 360) beside CPU-bound work: resolving
+touchpoints, matching profiles, relaying the outbox. In one process they share one GIL, and a read
+then waits for the resolver at every hand-off (with ingestion running, for minutes), nor can the API
+use more than one core. So `hub serve identity` runs a supervisor: one process runs the workers (with
+the app, on a private port), IDENTITY_API_PROCESSES more serve the HTTP API without workers on the
+service's port, sharing its listening socket, and pass ingestion (CPU-bound as well) to one more
+API process on a private port (see services/identity/serving.py); those two run at nice
+IDENTITY_BACKGROUND_NICE (10), so reads go first when the CPU is short. IDENTITY_API_PROCESSES=0, or
+IDENTITY_RUN_WORKERS=false, runs the single process as before. The processes live and die together: a
+child that exits stops the service (the launcher restarts it), kill -9 of the supervisor kills them.
+"""
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
 
 import uvicorn
 
@@ -10,6 +27,11 @@ from shared.logs import configure_logging
 from shared.settings import SERVICE_PORTS
 
 SERVICES = {name: f"services.{name}.app:create_app" for name in SERVICE_PORTS}
+# Services whose HTTP API can run apart from their workers: the app factory of those API processes.
+API_ONLY = {"identity": "services.identity.serving:create_api_app"}
+# Read by the API-only app (services/identity/serving.py): where the workers and ingestion processes answer.
+WORKERS_URL, INGEST_URL = "HUB_SERVE_WORKERS_URL", "HUB_SERVE_INGEST_URL"
+_FALSE = ("0", "false", "f", "no", "n", "off")
 
 
 def service_port(name: str) -> int:
@@ -20,7 +42,92 @@ def service_host(name: str) -> str:
     return os.environ.get(f"{name.upper()}_HOST", "127.0.0.1")
 
 
+def api_processes(name: str) -> int:
+    """How many API-only processes to run beside the workers process; 0: one process for everything."""
+    prefix = name.upper()
+    if name not in API_ONLY or os.environ.get(f"{prefix}_RUN_WORKERS", "true").strip().lower() in _FALSE:
+        return 0
+    default = min(max(os.cpu_count() or 1, 2), 4)
+    return max(0, int(os.environ.get(f"{prefix}_API_PROCESSES", default)))
+
+
+def _config(app: str, **kwargs) -> uvicorn.Config:
+    return uvicorn.Config(app, factory=True, log_config=None, access_log=False, timeout_graceful_shutdown=20,
+                          **kwargs)
+
+
 def serve(name: str) -> None:
     configure_logging(name, os.environ.get("HUB_LOG_LEVEL", "INFO"))
-    uvicorn.run(SERVICES[name], factory=True, host=service_host(name), port=service_port(name),
-                log_config=None, access_log=False, timeout_graceful_shutdown=20)
+    processes = api_processes(name)
+    if not processes:
+        uvicorn.run(SERVICES[name], factory=True, host=service_host(name), port=service_port(name),
+                    log_config=None, access_log=False, timeout_graceful_shutdown=20)
+        return
+    sys.exit(_supervise(name, processes))
+
+
+def _supervise(name: str, processes: int) -> int:
+    """Start the workers process, the ingestion process and `processes` API processes; return when
+    they have stopped."""
+    public = _config(SERVICES[name], host=service_host(name), port=service_port(name)).bind_socket()
+    workers, ingest = (_config(SERVICES[name], host="127.0.0.1", port=0).bind_socket() for _ in range(2))
+    workers_url, ingest_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (workers, ingest))
+    api_env = {f"{name.upper()}_RUN_WORKERS": "false", WORKERS_URL: workers_url}
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the supervisor's state
+    # The throughput side (workers, ingestion) runs at a lower priority: with the CPU short, reads are
+    # served first and ingestion slows instead (Kafka and the outbox hold what waits); 0 for equal footing.
+    background = {"nice": int(os.environ.get(f"{name.upper()}_BACKGROUND_NICE", "10"))}
+    children = [ctx.Process(target=_child, name=f"{name}-workers",
+                            args=(name, SERVICES[name], workers, background, os.getpid())),
+                ctx.Process(target=_child, name=f"{name}-ingest",
+                            args=(name, API_ONLY[name], ingest, {**api_env, **background}, os.getpid()))]
+    children += [ctx.Process(target=_child, name=f"{name}-api-{i}",
+                             args=(name, API_ONLY[name], public, {**api_env, INGEST_URL: ingest_url}, os.getpid()))
+                 for i in range(processes)]
+    stopping = False
+
+    def stop(signum=None, frame=None):
+        nonlocal stopping
+        if stopping and signum is None:
+            return
+        stopping = True
+        for child in children:  # a second signal reaches them too: uvicorn then stops at once
+            if child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.start()
+    if stopping:  # a signal came while they were starting: those started after it stop too
+        stop(signal.SIGTERM)
+    for sock in (public, workers, ingest):
+        sock.close()  # the children hold them: once they are gone the port is free for a restart
+    exit_code = 0
+    while alive := [c for c in children if c.is_alive()]:
+        multiprocessing.connection.wait([c.sentinel for c in alive])
+        if not stopping and any(not c.is_alive() for c in children):
+            exit_code = 1  # a process of the service ended on its own: stop the others, so it restarts whole
+            stop()
+    return exit_code
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the supervisor dies, even by kill -9: the service stops as one process would."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _child(name: str, app: str, sock, env: dict, parent: int) -> None:
+    _die_with_parent(parent)
+    os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor alone, which stops each child once
+    env = dict(env)
+    if nice := env.pop("nice", 0):
+        os.nice(nice)
+    os.environ.update(env)
+    configure_logging(name, os.environ.get("HUB_LOG_LEVEL", "INFO"))
+    uvicorn.Server(_config(app)).run(sockets=[sock])
