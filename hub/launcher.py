@@ -263,16 +263,21 @@ def recover_broker(stack: Stack) -> None:
     """The embedded broker keeps messages in memory, so a new one starts empty: topics, consumer
     offsets and faust changelogs are gone. Start it again on the same port and restart the services
     with their outboxes re-publishing everything they published to the lost broker (the consumers are
-    idempotent), so every accepted event still reaches the end of the pipeline."""
+    idempotent), so every accepted event still reaches the end of the pipeline.
+
+    The services stop before the new broker starts: a client of the lost broker that reached the new
+    one would create the topics with the broker's default partition count (its metadata requests
+    auto-create them), and a consumer holding a batch of the lost broker would commit that batch's
+    offsets into the new broker's group, where they skip messages that were never read."""
     lost_since = stack.broker_started_at - timedelta(seconds=5)  # margin for clock reads across processes
     console.print(f"[yellow]the embedded broker exited ({stack.broker.process.returncode}); starting a new "
                   f"one and replaying the outboxes since {lost_since.isoformat()}")
-    start_embedded_broker(stack, stack.broker.port)
     services = [name for name in SERVICE_PORTS if name in stack.children]
-    for name in services:  # at once: each waits on a broker that forgot it
+    for name in services:  # at once: with no broker to flush to, each may wait out its timeouts
         stack.children[name].terminate()
     for name in services:
-        stop_process(stack.children[name], 20)
+        stop_process(stack.children[name], 10)
+    start_embedded_broker(stack, stack.broker.port)
     stack.replay_since = lost_since.isoformat()
     try:
         for name in services:

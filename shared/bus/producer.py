@@ -52,5 +52,11 @@ def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec], prefix: str = 
                 pass  # another service created it meanwhile
         if missing:
             log.info("created topics %s", [t.name for t in missing])
+        wanted = {f"{prefix}{s.name}": s.partitions for s in specs if f"{prefix}{s.name}" in existing}
+        for topic in admin.describe_topics(list(wanted)) if wanted else ():
+            if len(topic["partitions"]) != wanted[topic["name"]]:  # e.g. auto-created by a client's metadata request
+                log.warning("topic %s has %d partitions, the registry says %d: keys spread differently and "
+                            "consumers scale differently than planned", topic["name"], len(topic["partitions"]),
+                            wanted[topic["name"]])
     finally:
         admin.close()

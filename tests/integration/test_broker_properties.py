@@ -102,3 +102,13 @@ class _Member:
     def leave(self):
         self._stop.set()
         self._thread.join(30)
+
+
+def test_a_topic_that_exists_with_another_partition_count_is_reported(kafka_bootstrap, topic_prefix, caplog):
+    """A client's metadata request can create a topic with the broker's default partition count before
+    the services create it; the operator is told, since keys then spread differently than planned."""
+    topic = _topic(kafka_bootstrap, f"{topic_prefix}resized", partitions=2)
+    spec = TopicSpec(name=topic, partitions=5, key="k", producers=(), consumers=(), why="test")
+    with caplog.at_level("WARNING", logger="shared.bus.producer"):
+        ensure_topics(kafka_bootstrap, [spec])
+    assert f"topic {topic} has 2 partitions, the registry says 5" in caplog.text
