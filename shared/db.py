@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +125,24 @@ def savepoint(cur, name: str = "item") -> Iterator[None]:
         cur.execute(f"rollback to savepoint {name}")
         raise
     cur.execute(f"release savepoint {name}")
+
+
+class Prepared:
+    """A statement each connection prepares once, so the session keeps its plan: for hot reads whose
+    planning costs Postgres as much as running them. `sql` names its parameters $1..$n, one per type.
+    PREPARE is not undone by a rollback, and a new or reconnected session is a new connection object."""
+
+    def __init__(self, name: str, types: tuple[str, ...], sql: str):
+        self.name = name
+        self.prepare = f"prepare {name} ({', '.join(types)}) as {sql}"
+        self.execute_sql = f"execute {name} ({', '.join(['%s'] * len(types))})"
+        self._prepared_on: weakref.WeakSet = weakref.WeakSet()
+
+    def execute(self, cur, params) -> None:
+        if cur.connection not in self._prepared_on:
+            cur.execute(self.prepare)
+            self._prepared_on.add(cur.connection)
+        cur.execute(self.execute_sql, params)
 
 
 def _lock_key(schema: str) -> int:

@@ -4,7 +4,7 @@ it cost a hop there and back (thread wake-ups, two more GIL hand-offs, which und
 threads are what a read waits for), on the loop it costs one wait on the socket.
 
 Asynchronous connections are always in autocommit, so only statements that are their own transaction
-belong here. A statement can be prepared once per connection (its plan is then cached by the session).
+belong here. Each statement is prepared once per connection (the session keeps its plan).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import psycopg2
 import psycopg2.extensions
 
-from shared.db import DatabaseBusy
+from shared.db import DatabaseBusy, Prepared
 
 _POLL_OK, _POLL_READ, _POLL_WRITE = (psycopg2.extensions.POLL_OK, psycopg2.extensions.POLL_READ,
                                      psycopg2.extensions.POLL_WRITE)
@@ -36,19 +36,16 @@ async def _ready(conn) -> None:
                 w.set_result(None)
 
         if state == _POLL_READ:
-            loop.add_reader(fd, wake)
-            try:
-                await waiter
-            finally:
-                loop.remove_reader(fd)
+            watch, unwatch = loop.add_reader, loop.remove_reader
         elif state == _POLL_WRITE:
-            loop.add_writer(fd, wake)
-            try:
-                await waiter
-            finally:
-                loop.remove_writer(fd)
+            watch, unwatch = loop.add_writer, loop.remove_writer
         else:  # pragma: no cover - libpq answers one of the three
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
+        watch(fd, wake)
+        try:
+            await waiter
+        finally:
+            unwatch(fd)
 
 
 class _Connection:
@@ -81,9 +78,8 @@ class ReadPool:
             raise
         return _Connection(conn)
 
-    async def fetchone(self, sql: str, params: Sequence, prepare: tuple[str, str] | None = None) -> tuple | None:
-        """One statement's first row. `prepare` = (name, PREPARE statement) run first on a connection
-        that has not prepared `name` yet."""
+    async def fetchone(self, statement: str | Prepared, params: Sequence) -> tuple | None:
+        """One statement's first row; a Prepared one is prepared first on a connection that has not yet."""
         if self._slots.locked():  # asyncio.timeout, not wait_for: a timeout racing the grant cannot lose a slot
             try:
                 async with asyncio.timeout(self._wait_s):
@@ -95,10 +91,13 @@ class ReadPool:
         try:
             c = self._idle.pop() if self._idle else await self._connect()
             try:
-                if prepare and prepare[0] not in c.prepared:
-                    c.cursor.execute(prepare[1])
-                    await _ready(c.conn)
-                    c.prepared.add(prepare[0])
+                sql = statement
+                if isinstance(statement, Prepared):
+                    if statement.name not in c.prepared:
+                        c.cursor.execute(statement.prepare)
+                        await _ready(c.conn)
+                        c.prepared.add(statement.name)
+                    sql = statement.execute_sql
                 c.cursor.execute(sql, params)
                 await _ready(c.conn)
                 row = c.cursor.fetchone()

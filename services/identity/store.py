@@ -15,6 +15,7 @@ from services.identity.domain import CustomerState, IdKey, IdOwner, Merge, Snaps
 from services.identity.pii import Vault
 from services.identity.policy import TenantPolicy, merged_policy
 from shared import bulk_sql
+from shared.db import Prepared
 
 SCHEMA = "identity"
 
@@ -374,10 +375,16 @@ def canonical_id(cur, tenant_id: str, customer_id: UUID) -> tuple[UUID, str] | N
     return row[0], row[1]
 
 
+# The API's hottest statement, kept planned per session: 4-5 % more lookups/s than parsing and planning
+# the call each time (bench.identity, 100k customers).
+_FIND_CUSTOMER = Prepared("identity_find_customer", ("text", "text", "text", "text"),
+                          "select identity.find_customer($1, $2, $3, $4)")
+
+
 def find_customer(cur, tenant_id: str, id_type: str, scope: str, token: str) -> UUID | None:
     """The canonical owner of a strong identifier, else the only holder of a weak one (see
     0003_find_customer.sql): one statement, so it needs no transaction of its own."""
-    cur.execute("select identity.find_customer(%s, %s, %s, %s)", (tenant_id, id_type, scope, token))
+    _FIND_CUSTOMER.execute(cur, (tenant_id, id_type, scope, token))
     return cur.fetchone()[0]
 
 

@@ -62,3 +62,31 @@ def test_connections_are_reused_after_a_burst_up_to_the_idle_limit(service_env):
         cur.execute("select count(*) from pg_stat_activity where application_name = %s", (name,))
         assert cur.fetchone()[0] == 2
     db.close()
+
+
+def test_a_prepared_statement_is_prepared_once_per_session_and_outlives_a_rollback(service_env):
+    import psycopg2
+
+    from shared.db import Prepared
+
+    twice = Prepared("test_twice", ("int",), "select $1 * 2")
+    conn = psycopg2.connect(service_env["database_url"])
+    try:
+        with conn.cursor() as cur:
+            twice.execute(cur, (3,))
+            assert cur.fetchone() == (6,)
+        conn.rollback()  # PREPARE is not transactional: a second PREPARE here would fail
+        with conn.cursor() as cur:
+            twice.execute(cur, (4,))
+            assert cur.fetchone() == (8,)
+            cur.execute("select count(*) from pg_prepared_statements where name = 'test_twice'")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+    other = psycopg2.connect(service_env["database_url"])  # a new session prepares it for itself
+    try:
+        with other.cursor() as cur:
+            twice.execute(cur, (5,))
+            assert cur.fetchone() == (10,)
+    finally:
+        other.close()

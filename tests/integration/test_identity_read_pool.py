@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from services.identity.readpool import ReadPool
-from shared.db import DatabaseBusy
+from shared.db import DatabaseBusy, Prepared
 
 BACKEND = "select pg_backend_pid()"
 
@@ -17,9 +17,9 @@ BACKEND = "select pg_backend_pid()"
 def test_a_statement_is_prepared_once_per_connection_and_the_connection_is_reused(database_url):
     async def reads():
         pool = ReadPool(database_url, size=2)
-        prepare = ("twice", "prepare twice (int) as select $1 * 2")
+        twice = Prepared("twice", ("int",), "select $1 * 2")
         try:
-            rows = [await pool.fetchone("execute twice (%s)", (i,), prepare=prepare) for i in range(5)]
+            rows = [await pool.fetchone(twice, (i,)) for i in range(5)]
             backends = {await pool.fetchone(BACKEND, ()) for _ in range(3)}
             return rows, backends
         finally:
