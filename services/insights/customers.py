@@ -35,9 +35,26 @@ class Changes:
     rows: dict[Table, list[list]] = field(default_factory=lambda: {t: [] for t in (
         TOUCHPOINTS, SURVEY_ANSWERS, CASE_EVENTS, LIFECYCLE_TRANSITIONS, CUSTOMER_SCORES, CUSTOMER_STATE)})
     events: list[Event] = field(default_factory=list)
+    # Touchpoint re-attributions in order: (tenant, {from customer: to customer}, only these event ids or None)
+    moves: list[tuple[str, dict[str, str], tuple[str, ...] | None]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.events) or any(self.rows.values())
+        return bool(self.events) or bool(self.moves) or any(self.rows.values())
+
+
+def coalesced(moves: list[tuple[str, dict[str, str], tuple[str, ...] | None]]):
+    """Consecutive merges of one tenant as one rewrite (a chain A→B, B→C becomes A→C, B→C); a split, which
+    moves chosen events only, keeps its place between them."""
+    out: list[tuple[str, dict[str, str], tuple[str, ...] | None]] = []
+    for tenant_id, mapping, event_ids in moves:
+        last = out[-1] if out else None
+        if event_ids is None and last is not None and last[0] == tenant_id and last[2] is None:
+            combined = {source: mapping.get(target, target) for source, target in last[1].items()}
+            combined.update(mapping)
+            out[-1] = (tenant_id, {k: v for k, v in combined.items() if k != v}, None)
+        else:
+            out.append((tenant_id, dict(mapping), event_ids))
+    return out
 
 
 def _version() -> int:

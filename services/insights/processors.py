@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 from opentelemetry.trace import format_trace_id
 
-from services.insights.customers import Changes, CustomerBook
+from services.insights.customers import Changes, CustomerBook, coalesced
 from services.insights.profile import Profile
 from services.insights.schema import CASE_EVENTS, SURVEY_ANSWERS, TOUCHPOINTS
 from services.insights.settings import InsightsSettings
@@ -159,6 +159,9 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
 
         if changes.events:
             await until_done(publish, "score event publish")
+        for tenant_id, moves, event_ids in coalesced(changes.moves):
+            await until_done(lambda: asyncio.to_thread(warehouse.reattribute, tenant_id, moves, event_ids),
+                             "ClickHouse re-attribution")
         await until_done(lambda: asyncio.to_thread(warehouse.insert_many, changes.rows), "ClickHouse insert")
 
     @app.agent(source, name="touchpoint-sink")
@@ -263,6 +266,7 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
         for table, rows in applied.rows.items():
             changes.rows[table].extend(rows)
         changes.events.extend(applied.events)
+        changes.moves.extend(applied.moves)
 
     async def apply_loyalty(event, changes: Changes) -> None:
         if isinstance(event, TierChanged):
@@ -295,8 +299,7 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
             for merged_id in merged_ids:
                 survivor.absorb(profiles[merged_id])
                 book.drop(tenant_id, merged_id, changes)
-            await until_done(lambda: asyncio.to_thread(warehouse.reattribute, tenant_id, merged_ids, survivor_id),
-                             "ClickHouse re-attribution")
+            changes.moves.append((tenant_id, {merged_id: survivor_id for merged_id in merged_ids}, None))
             book.rescore(survivor, changes)
         elif isinstance(event, CustomerSplit):
             source_id, new_id = str(event.customer_id), str(event.payload.new_customer_id)
@@ -304,8 +307,7 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
             profiles = await load(tenant_id, {source_id, new_id})
             profiles[new_id].absorb(profiles[source_id].split_off(new_id, moved_ids))
             if moved_ids:
-                await until_done(lambda: asyncio.to_thread(warehouse.reattribute, tenant_id, [source_id], new_id,
-                                                           sorted(moved_ids)), "ClickHouse re-attribution")
+                changes.moves.append((tenant_id, {source_id: new_id}, tuple(sorted(moved_ids))))
             book.rescore(profiles[source_id], changes)
             book.rescore(profiles[new_id], changes)
 
@@ -336,26 +338,31 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
 
     @app.agent(changes, name="customer-changes")
     async def customer_changes(stream):
-        """One event at a time, in order: a merge, split or erasure must see the ones before it applied."""
-        async for event in stream.noack().events():
-            message = event.message
-            try:
-                change = customer_change(decode(message.value))
-            except Exception as exc:  # can never be applied: park it with the reason
-                await dead_letter(message, exc, CUSTOMERS_CHANGES)
-                await stream.ack(event)
-                continue
+        """Batches applied in order: a merge, split or erasure sees the ones before it. One slow change at a
+        time filled this agent's buffer, and faust then held every other topic's messages behind it."""
+        async for batch in stream.noack().noack_take(settings.flush_max_rows, within=settings.flush_interval_s):
             async with book.lock:
-                if isinstance(change, CustomerErased):
-                    book.forget(change.tenant_id, change.payload.customer_ids)
-                    await erase(change)
-                else:
-                    applied = Changes()
-                    await apply_or_park(apply_identity, change, message, applied, CUSTOMERS_CHANGES)
-                    if applied:
-                        await publish_and_store(applied)
-            await stream.ack(event)
-            MESSAGES_PROCESSED.labels("insights", CUSTOMERS_CHANGES.name).inc()
+                applied = Changes()
+                for event in batch:
+                    message = event.message
+                    try:
+                        change = customer_change(decode(message.value))
+                    except Exception as exc:  # can never be applied: park it with the reason
+                        await dead_letter(message, exc, CUSTOMERS_CHANGES)
+                        continue
+                    if isinstance(change, CustomerErased):
+                        if applied:  # what came before it is stored first, so the erasure covers it
+                            await publish_and_store(applied)
+                            applied = Changes()
+                        book.forget(change.tenant_id, change.payload.customer_ids)
+                        await erase(change)
+                    else:
+                        await apply_or_park(apply_identity, change, message, applied, CUSTOMERS_CHANGES)
+                if applied:
+                    await publish_and_store(applied)
+            for event in batch:
+                await stream.ack(event)
+            MESSAGES_PROCESSED.labels("insights", CUSTOMERS_CHANGES.name).inc(len(batch))
 
     @app.agent(loyalty_topic, name="loyalty-tiers")
     async def loyalty_tiers(stream):
