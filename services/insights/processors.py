@@ -232,20 +232,27 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
                     for _, message in received:
                         await dead_letter(message, exc)
 
-    async def consume_batches(stream, spec: TopicSpec, apply) -> None:
-        """Decode a batch (parking what cannot be), apply it under the book's lock, publish and store what
-        it produced, and only then acknowledge it."""
+    async def consume_batches(stream, spec: TopicSpec, apply, decoder=decode, alone=None) -> None:
+        """Decode a batch (parking what cannot be), apply it in order under the book's lock, publish and
+        store what it produced, and only then acknowledge it. `alone` = (event type, handler): such an event
+        (an erasure) is handled on its own once everything before it is stored, so it covers that too."""
         async for batch in stream.noack().noack_take(settings.flush_max_rows, within=settings.flush_interval_s):
             events = []
             for event in batch:
                 try:
-                    events.append((decode(event.message.value), event.message))
+                    events.append((decoder(event.message.value), event.message))
                 except Exception as exc:
                     await dead_letter(event.message, exc, spec)
             async with book.lock:
                 changes = Changes()
                 for decoded_event, message in events:
-                    await apply_or_park(apply, decoded_event, message, changes, spec)
+                    if alone and isinstance(decoded_event, alone[0]):
+                        if changes:
+                            await publish_and_store(changes)
+                            changes = Changes()
+                        await alone[1](decoded_event)
+                    else:
+                        await apply_or_park(apply, decoded_event, message, changes, spec)
                 if changes:
                     await publish_and_store(changes)
             for event in batch:
@@ -336,33 +343,17 @@ def build_processor(settings: InsightsSettings, warehouse: Warehouse, book: Cust
             "records_anonymised": anonymised})
         app.hub_stats["erased"] += 1
 
+    async def forget_and_erase(erased: CustomerErased) -> None:
+        book.forget(erased.tenant_id, erased.payload.customer_ids)
+        await erase(erased)
+
     @app.agent(changes, name="customer-changes")
     async def customer_changes(stream):
-        """Batches applied in order: a merge, split or erasure sees the ones before it. One slow change at a
-        time filled this agent's buffer, and faust then held every other topic's messages behind it."""
-        async for batch in stream.noack().noack_take(settings.flush_max_rows, within=settings.flush_interval_s):
-            async with book.lock:
-                applied = Changes()
-                for event in batch:
-                    message = event.message
-                    try:
-                        change = customer_change(decode(message.value))
-                    except Exception as exc:  # can never be applied: park it with the reason
-                        await dead_letter(message, exc, CUSTOMERS_CHANGES)
-                        continue
-                    if isinstance(change, CustomerErased):
-                        if applied:  # what came before it is stored first, so the erasure covers it
-                            await publish_and_store(applied)
-                            applied = Changes()
-                        book.forget(change.tenant_id, change.payload.customer_ids)
-                        await erase(change)
-                    else:
-                        await apply_or_park(apply_identity, change, message, applied, CUSTOMERS_CHANGES)
-                if applied:
-                    await publish_and_store(applied)
-            for event in batch:
-                await stream.ack(event)
-            MESSAGES_PROCESSED.labels("insights", CUSTOMERS_CHANGES.name).inc(len(batch))
+        """In batches like the other agents (one slow change at a time filled this agent's buffer, and faust
+        then held every other topic's messages behind it), in order: a change sees the ones before it."""
+        await consume_batches(stream, CUSTOMERS_CHANGES, apply_identity,
+                              decoder=lambda value: customer_change(decode(value)),
+                              alone=(CustomerErased, forget_and_erase))
 
     @app.agent(loyalty_topic, name="loyalty-tiers")
     async def loyalty_tiers(stream):
