@@ -258,6 +258,7 @@ class Connection:
         self.host, self.port = host, port
         self.head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
         self.reader = self.writer = None
+        self.body = b""  # the last response's body
 
     async def get(self, path: str, timeout: float = 10) -> int:
         return await self.request("GET", path, timeout=timeout)
@@ -282,7 +283,7 @@ class Connection:
                 self.close()
                 return await self.request(method, path, body, timeout, content_type)
             length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-            await asyncio.wait_for(self.reader.readexactly(int(length[1]) if length else 0), timeout)
+            self.body = await asyncio.wait_for(self.reader.readexactly(int(length[1]) if length else 0), timeout)
             return int(head[9:12])
         except BaseException:
             self.close()  # a half-read response must not be taken for the next one's

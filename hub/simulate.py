@@ -226,10 +226,13 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
     return [_event("store.visited", c, "walk_in", _ids(c, "phone"), at, {"purpose": "browse"})]
 
 
-def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: float = 1.0) -> list[dict]:
-    """n events of a fresh chain, for tests and benchmarks."""
+def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: float | None = None) -> list[dict]:
+    """n events of a fresh chain, for tests and benchmarks. By default they occur from now on over at most
+    an hour: identity refuses an occurred_at more than a day ahead, and a second apart 300,000 events
+    would have reached two days."""
     chain = Chain(random.Random(seed))
     at = start or datetime.now(UTC)
+    spacing_s = min(1.0, 3600 / max(n, 1)) if spacing_s is None else spacing_s
     out: list[dict] = []
     while len(out) < n:
         out.extend(next_events(chain, at))
