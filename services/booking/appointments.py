@@ -17,6 +17,7 @@ from services.booking.catalog import offset_parts, parse_clock
 from services.booking.localtime import WallClockError, boundary, instant, same_wall_time_days_before, utc_day_bounds
 from services.booking.rules import Service, Staff, Store, Subject
 from services.booking.slots import DayBook, Request, find_slots, free_staff, why_not
+from shared.db import Prepared
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events.base import Identifier
 from shared.events.booking import BookedSubject
@@ -86,36 +87,41 @@ def load_context(cur, tenant_id: str, store_id: str, service_id: str, staff_id: 
     return Context(tenant_id, store, service, catalog.staff_rules(cur, tenant_id, store_id))
 
 
+# What load_book reads on every availability and booking request, prepared: planning them cost Postgres
+# about as much as running them. Live appointments in [$4, $5), $3 being now and $6 one to leave out.
+_LIVE = (f"status in ({', '.join(repr(s) for s in LIVE)}) and not (status = 'held' and hold_expires_at <= $3) "
+         "and starts_at >= $4 - interval '1 day' and starts_at < $5 "  # index range; buffers < 1 day
+         "and occupied && tstzrange($4, $5) and appointment_id is distinct from $6")
+_BOOK_TYPES = ("text", "text[]", "timestamptz", "timestamptz", "timestamptz", "uuid")
+_STAFF_BUSY = Prepared("booking_staff_busy", _BOOK_TYPES, "select staff_id, lower(occupied), upper(occupied) from "
+                       f"appointments where tenant_id = $1 and staff_id = any($2) and {_LIVE}")
+_UNITS_BUSY = Prepared("booking_units_busy", _BOOK_TYPES, "select resource_id, resource_unit, lower(occupied), "
+                       f"upper(occupied) from appointments where tenant_id = $1 and resource_id = any($2) and {_LIVE}")
+_STAFF_OFF = Prepared("booking_staff_off", ("text", "text[]", "timestamptz", "timestamptz"),
+                      "select staff_id, lower(during), upper(during) from staff_time_off where tenant_id = $1 "
+                      "and staff_id = any($2) and upper(during) > $3 and during && tstzrange($3, $4)")
+_RESOURCES = Prepared("booking_resources", ("text", "text", "text"), "select resource_id, capacity from resources "
+                      "where tenant_id = $1 and store_id = $2 and kind = $3")
+
+
 def load_book(cur, ctx: Context, day: date, now: datetime, exclude: UUID | None = None) -> DayBook:
     """What is taken around the store's local `day` (a day either side, for buffers and long services).
     Holds past their expiry no longer count; `exclude` leaves out the appointment being moved."""
     start, end = utc_day_bounds(day, ctx.store.tz)
-    window = (start - timedelta(days=1), end + timedelta(days=1))
-    staff_ids = [s.staff_id for s in ctx.staff]
-    live = ("status = any(%(live)s) and not (status = 'held' and hold_expires_at <= %(now)s) "
-            "and starts_at >= %(a)s - interval '1 day' and starts_at < %(b)s "  # index range; buffers < 1 day
-            "and occupied && tstzrange(%(a)s, %(b)s) and appointment_id is distinct from %(exclude)s")
-    params = {"tenant": ctx.tenant_id, "staff": staff_ids, "live": list(LIVE), "now": now, "a": window[0],
-              "b": window[1], "exclude": exclude, "store": ctx.store.store_id, "kind": ctx.service.resource_kind}
+    a, b = start - timedelta(days=1), end + timedelta(days=1)
     book = DayBook()
-    cur.execute(f"select staff_id, lower(occupied), upper(occupied) from appointments "
-                f"where tenant_id = %(tenant)s and staff_id = any(%(staff)s) and {live}", params)
-    for staff_id, a, b in cur.fetchall():
-        book.staff_busy.setdefault(staff_id, []).append((a, b))
-    cur.execute("select staff_id, lower(during), upper(during) from staff_time_off where tenant_id = %(tenant)s "
-                "and staff_id = any(%(staff)s) and upper(during) > %(a)s and during && tstzrange(%(a)s, %(b)s)",
-                params)
-    for staff_id, a, b in cur.fetchall():
-        book.staff_off.setdefault(staff_id, []).append((a, b))
+    _STAFF_BUSY.execute(cur, (ctx.tenant_id, [s.staff_id for s in ctx.staff], now, a, b, exclude))
+    for staff_id, busy_from, busy_to in cur.fetchall():
+        book.staff_busy.setdefault(staff_id, []).append((busy_from, busy_to))
+    _STAFF_OFF.execute(cur, (ctx.tenant_id, [s.staff_id for s in ctx.staff], a, b))
+    for staff_id, off_from, off_to in cur.fetchall():
+        book.staff_off.setdefault(staff_id, []).append((off_from, off_to))
     if ctx.service.resource_kind:
-        cur.execute("select resource_id, capacity from resources where tenant_id = %(tenant)s and store_id = %(store)s "
-                    "and kind = %(kind)s", params)
+        _RESOURCES.execute(cur, (ctx.tenant_id, ctx.store.store_id, ctx.service.resource_kind))
         book.resources = dict(cur.fetchall())
-        params["resources"] = list(book.resources)
-        cur.execute(f"select resource_id, resource_unit, lower(occupied), upper(occupied) from appointments "
-                    f"where tenant_id = %(tenant)s and resource_id = any(%(resources)s) and {live}", params)
-        for resource_id, unit, a, b in cur.fetchall():
-            book.unit_busy.setdefault((resource_id, unit), []).append((a, b))
+        _UNITS_BUSY.execute(cur, (ctx.tenant_id, list(book.resources), now, a, b, exclude))
+        for resource_id, unit, busy_from, busy_to in cur.fetchall():
+            book.unit_busy.setdefault((resource_id, unit), []).append((busy_from, busy_to))
     return book
 
 
@@ -219,17 +225,30 @@ COLUMNS = ("appointment_id", "tenant_id", "store_id", "service_id", "staff_id", 
            "late_cancel", "fee_applies", "cancel_reason", "waitlist_offer_id", "created_at", "updated_at")
 
 
+def _joined(row: tuple, timezone: str, category: str, rebook_interval_days: int | None) -> dict:
+    return {**dict(zip(COLUMNS, row)), "timezone": timezone, "service_category": category,
+            "rebook_interval_days": rebook_interval_days}
+
+
+_GET = (f"select {', '.join('a.' + c for c in COLUMNS)}, s.timezone, v.category, v.rebook_interval_days "
+        "from appointments a join stores s using (tenant_id, store_id) join services v using (tenant_id, service_id) "
+        "where a.tenant_id = $1 and a.appointment_id = $2")
+_GETS = {False: Prepared("booking_appointment", ("text", "uuid"), _GET),
+         True: Prepared("booking_appointment_locked", ("text", "uuid"), _GET + " for update of a")}
+
+
 def get(cur, tenant_id: str, appointment_id: UUID, *, lock: bool = False) -> dict:
-    cur.execute(f"select {', '.join('a.' + c for c in COLUMNS)}, s.timezone, v.category, v.rebook_interval_days "
-                "from appointments a join stores s using (tenant_id, store_id) "
-                "join services v using (tenant_id, service_id) "
-                f"where a.tenant_id = %s and a.appointment_id = %s{' for update of a' if lock else ''}",
-                (tenant_id, appointment_id))
+    _GETS[lock].execute(cur, (tenant_id, appointment_id))
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"unknown appointment {appointment_id}")
-    return {**dict(zip(COLUMNS, row)), "timezone": row[-3], "service_category": row[-2],
-            "rebook_interval_days": row[-1]}
+    return _joined(row, *row[-3:])
+
+
+def returned(cur, like: dict) -> dict:
+    """The row an `update ... returning COLUMNS` gave back, with the store and service fields of `like`
+    (the same appointment): its store and service never change."""
+    return _joined(cur.fetchone(), like["timezone"], like["service_category"], like["rebook_interval_days"])
 
 
 def view(row: dict) -> dict:
@@ -264,7 +283,8 @@ RESOURCE_KEY = "(select resource_key from resources where tenant_id = %s and res
 
 def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, *, status: str, channel: str,
            hold_expires_at: datetime | None, notes: str | None = None, offer_id: UUID | None = None,
-           completed: dict | None = None) -> UUID:
+           completed: dict | None = None) -> dict:
+    """Insert the appointment; the row as `get` reads it."""
     appointment_id = uuid.uuid4()
     done = completed or {}
     cur.execute(
@@ -273,7 +293,7 @@ def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, 
         "identifiers, subject, subject_key, price_minor, currency, notes, waitlist_offer_id, amount_minor, "
         "services_performed, performed_by) values (%s, %s, %s, %s, %s, "
         f"{STAFF_KEY}, %s, {RESOURCE_KEY}, %s, %s, %s, %s, tstzrange(%s, %s), %s, %s, %s, %s, %s, %s, "
-        "%s, %s, %s, %s, %s, %s, %s)",
+        f"%s, %s, %s, %s, %s, %s, %s) returning {', '.join(COLUMNS)}",
         (tenant_id, appointment_id, ctx.store.store_id, ctx.service.service_id, p.staff_id, tenant_id, p.staff_id,
          p.resource_id, tenant_id, p.resource_id, p.resource_unit, status, p.starts_at, p.ends_at, p.occupied[0],
          p.occupied[1], hold_expires_at, channel,
@@ -281,7 +301,7 @@ def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, 
          customer.subject.model_dump_json(exclude_none=True) if customer.subject else None,
          customer.subject_key(tenant_id), ctx.service.price(customer.rule_subject()), ctx.service.currency, notes,
          offer_id, done.get("amount_minor"), done.get("services_performed"), done.get("performed_by")))
-    return appointment_id
+    return _joined(cur.fetchone(), ctx.store.tz.key, ctx.service.category, ctx.service.rebook_interval_days)
 
 
 def expire_overlapping_holds(cur, tenant_id: str, p: Placement, now: datetime) -> None:
@@ -322,13 +342,17 @@ def reminder_times(starts_at: datetime, offsets: tuple[str, ...], tz) -> list[tu
     return out
 
 
-def schedule_reminders(cur, row: dict, store: Store, now: datetime) -> None:
-    cur.execute("delete from reminders where appointment_id = %s and sent_at is null", (row["appointment_id"],))
-    for label, due in reminder_times(row["starts_at"], store.policy.reminder_offsets, store.tz):
-        if due > now:  # a reminder whose time has passed is not sent late
-            cur.execute("insert into reminders (appointment_id, offset_label, due_at) values (%s, %s, %s) "
-                        "on conflict (appointment_id, offset_label) do update set due_at = excluded.due_at, "
-                        "sent_at = null", (row["appointment_id"], label, due))
+def schedule_reminders(cur, row: dict, store: Store, now: datetime, *, first: bool = False) -> None:
+    """The appointment's reminders from its start; `first` when it never had any (just confirmed)."""
+    if not first:
+        cur.execute("delete from reminders where appointment_id = %s and sent_at is null", (row["appointment_id"],))
+    due = [(label, at) for label, at in reminder_times(row["starts_at"], store.policy.reminder_offsets, store.tz)
+           if at > now]  # a reminder whose time has passed is not sent late
+    if due:
+        cur.execute("insert into reminders (appointment_id, offset_label, due_at) "
+                    "select %s, * from unnest(%s::text[], %s::timestamptz[]) "
+                    "on conflict (appointment_id, offset_label) do update set due_at = excluded.due_at, "
+                    "sent_at = null", (row["appointment_id"], [d[0] for d in due], [d[1] for d in due]))
 
 
 def next_visit_due(row: dict, store: Store) -> tuple[date, datetime] | None:

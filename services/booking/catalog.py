@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.booking.localtime import zone
 from services.booking.rules import WEEKDAYS, Service, Shift, Staff, Store, StorePolicy, Variant
+from shared.db import Prepared
 from shared.errors import Invalid, NotFound
 from shared.events.base import Slug
 from shared.http import BIGINT_MAX, Instant
@@ -230,9 +231,17 @@ def _store_row(row) -> dict:
             "policy": StorePolicyIn(**policy).model_dump()}
 
 
+# Read on every availability and booking request (with _SERVICE below): prepared, so Postgres plans
+# them once per session.
+_STORE = Prepared("booking_store", ("text", "text"), "select store_id, name, timezone, opening_hours, holidays, "
+                  "policy from stores where tenant_id = $1 and store_id = $2")
+_STORE_STAFF = Prepared("booking_store_staff", ("text", "text"), "select staff_id, skills, schedule from staff "
+                        "where tenant_id = $1 and active and schedule @> jsonb_build_array(jsonb_build_object("
+                        "'store_id', $2)) order by staff_id")
+
+
 def get_store(cur, tenant_id: str, store_id: str) -> dict:
-    cur.execute("select store_id, name, timezone, opening_hours, holidays, policy from stores "
-                "where tenant_id = %s and store_id = %s", (tenant_id, store_id))
+    _STORE.execute(cur, (tenant_id, store_id))
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"unknown store {store_id!r}")
@@ -290,12 +299,13 @@ def list_staff(cur, tenant_id: str, store_id: str | None) -> list[dict]:
 
 def staff_rules(cur, tenant_id: str, store_id: str) -> tuple[Staff, ...]:
     """Active staff with at least one shift at the store."""
+    _STORE_STAFF.execute(cur, (tenant_id, store_id))
     return tuple(
-        Staff(s["staff_id"], frozenset(s["skills"]), tuple(
+        Staff(staff_id, frozenset(skills), tuple(
             Shift(sh["store_id"], WEEKDAYS.index(sh["weekday"]), parse_clock(sh["start"]), parse_clock(sh["end"]),
                   tuple((parse_clock(b["start"]), parse_clock(b["end"])) for b in sh["breaks"]))
-            for sh in s["schedule"]))
-        for s in list_staff(cur, tenant_id, store_id) if s["active"])
+            for sh in schedule))
+        for staff_id, skills, schedule in cur.fetchall())
 
 
 def add_time_off(cur, tenant_id: str, staff_id: str, body: TimeOffIn) -> dict:
@@ -354,11 +364,12 @@ def put_service(cur, tenant_id: str, service_id: str, body: ServiceIn) -> dict:
 SERVICE_COLUMNS = ("service_id", "name", "category", "duration_minutes", "variants", "buffer_before_minutes",
                    "buffer_after_minutes", "price_minor", "currency", "required_skill", "resource_kind",
                    "rebook_interval_days", "active")
+_SERVICE = Prepared("booking_service", ("text", "text"), f"select {', '.join(SERVICE_COLUMNS)} from services "
+                    "where tenant_id = $1 and service_id = $2")
 
 
 def get_service(cur, tenant_id: str, service_id: str) -> dict:
-    cur.execute(f"select {', '.join(SERVICE_COLUMNS)} from services where tenant_id = %s and service_id = %s",
-                (tenant_id, service_id))
+    _SERVICE.execute(cur, (tenant_id, service_id))
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"unknown service {service_id!r}")

@@ -19,14 +19,14 @@ def hold(cur, tenant_id: str, store_id: str, service_id: str, start: datetime, c
     ctx = appts.load_context(cur, tenant_id, store_id, service_id, staff_id)
     req = ctx.request(customer.rule_subject(), now, staff_id)
     expires = now + timedelta(minutes=ctx.store.policy.hold_minutes)
-    created: list[UUID] = []
+    created: list[dict] = []
 
     def write(p: Placement):
         created.append(appts.insert(cur, tenant_id, ctx, p, customer, status="held", channel=channel,
                                     hold_expires_at=expires, notes=notes))
 
     appts.claim(cur, ctx, req, start, write, now)
-    row = appts.get(cur, tenant_id, created[-1])
+    row = created[-1]
     events.emit(cur, row, "booking.held", now, hold_expires_at=expires)
     return appts.view(row)
 
@@ -40,9 +40,9 @@ def _transition(cur, tenant_id: str, appointment_id: UUID, allowed: tuple[str, .
 
 def _set(cur, row: dict, now: datetime, **changes) -> dict:
     assignments = ", ".join(f"{k} = %({k})s" for k in changes)
-    cur.execute(f"update appointments set {assignments}, updated_at = %(now)s where appointment_id = %(id)s",
-                {**changes, "now": now, "id": row["appointment_id"]})
-    return appts.get(cur, row["tenant_id"], row["appointment_id"])
+    cur.execute(f"update appointments set {assignments}, updated_at = %(now)s where appointment_id = %(id)s "
+                f"returning {', '.join(appts.COLUMNS)}", {**changes, "now": now, "id": row["appointment_id"]})
+    return appts.returned(cur, row)
 
 
 def confirm(cur, tenant_id: str, appointment_id: UUID, now: datetime) -> dict:
@@ -65,7 +65,7 @@ def confirm(cur, tenant_id: str, appointment_id: UUID, now: datetime) -> dict:
 
 def _after_confirm(cur, row: dict, now: datetime) -> None:
     store = catalog.store_rules(cur, row["tenant_id"], row["store_id"])
-    appts.schedule_reminders(cur, row, store, now)
+    appts.schedule_reminders(cur, row, store, now, first=True)
     events.emit(cur, row, "booking.confirmed", now)
 
 
@@ -181,7 +181,7 @@ def walk_in(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str, 
     appts.expire_overlapping_holds(cur, tenant_id, p, now)
     try:
         cur.execute("savepoint walk_in")
-        appointment_id = appts.insert(
+        row = appts.insert(
             cur, tenant_id, ctx, p, customer, status="completed", channel=channel, hold_expires_at=None,
             completed={"amount_minor": amount_minor, "services_performed": services_performed or [service_id],
                        "performed_by": staff_id})
@@ -189,6 +189,5 @@ def walk_in(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str, 
         cur.execute("rollback to savepoint walk_in")
         raise Conflict(f"staff member {staff_id} has another appointment then: mark it completed or no-show "
                        "first, or record who really served") from None
-    row = appts.get(cur, tenant_id, appointment_id)
     _announce_completion(cur, row, now, walk_in=True)
     return appts.view(row)

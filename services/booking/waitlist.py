@@ -88,7 +88,7 @@ def _offer(cur, entry: dict, now: datetime) -> bool:
         return False
     offer_id, expires = uuid.uuid4(), now + timedelta(minutes=ctx.store.policy.waitlist_offer_minutes)
     customer = customer_of(entry)
-    created: list[UUID] = []
+    created: list[dict] = []
 
     def write(p: Placement):
         created.append(appts.insert(cur, entry["tenant_id"], ctx, p, customer, status="held",
@@ -98,12 +98,12 @@ def _offer(cur, entry: dict, now: datetime) -> bool:
         appts.claim(cur, ctx, req, fitting[0].starts_at, write, now)
     except Conflict:
         return False
-    appointment_id = created[-1]
+    appointment = created[-1]
+    appointment_id = appointment["appointment_id"]
     cur.execute("insert into waitlist_offers (offer_id, tenant_id, waitlist_id, appointment_id, expires_at, status, "
                 "created_at) values (%s, %s, %s, %s, %s, 'offered', %s)",
                 (offer_id, entry["tenant_id"], entry["waitlist_id"], appointment_id, expires, now))
     cur.execute("update waitlist set status = 'offered' where waitlist_id = %s", (entry["waitlist_id"],))
-    appointment = appts.get(cur, entry["tenant_id"], appointment_id)
     events.emit_waitlist(cur, entry, "waitlist.offered", now,
                          events.offer_fields(entry, {"offer_id": offer_id, "expires_at": expires}, appointment),
                          appointment_id)
@@ -136,7 +136,8 @@ def claim(cur, tenant_id: str, offer_id: UUID, now: datetime) -> dict:
     appointment = appts.get(cur, tenant_id, offer["appointment_id"])
     events.emit_waitlist(cur, entry, "waitlist.claimed", now, events.offer_fields(entry, offer, appointment),
                          appointment["appointment_id"])
-    appts.schedule_reminders(cur, appointment, catalog.store_rules(cur, tenant_id, appointment["store_id"]), now)
+    appts.schedule_reminders(cur, appointment, catalog.store_rules(cur, tenant_id, appointment["store_id"]), now,
+                             first=True)
     events.emit(cur, appointment, "booking.confirmed", now)
     return appts.view(appointment)
 
