@@ -39,6 +39,20 @@ def broker_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
     return False
 
 
+def warn_without_autovacuum(db: Database) -> bool:
+    """Whether the server runs autovacuum; a warning when it does not. Its ANALYZE keeps the planner's
+    statistics in step with tables that grow from empty: without it the book, the identifiers and the
+    outbox are planned as if still empty, and reads scan far more than they need (measured: a booking
+    hold took 14.6 ms instead of 4.3 ms a few thousand appointments later)."""
+    with db.transaction() as cur:
+        cur.execute("show autovacuum")
+        on = cur.fetchone()[0] == "on"
+    if not on:
+        log.warning("Postgres runs with autovacuum off: run ANALYZE regularly (or turn autovacuum on), or "
+                    "queries will be planned on statistics of empty tables")
+    return on
+
+
 @dataclass
 class ConsumerSpec:
     spec: TopicSpec
@@ -62,6 +76,7 @@ class ServiceRuntime:
         self.db = Database(self.settings.database_url, maxconn=16, application_name=self.settings.service_name,
                            search_path=self.schema)
         migrate(self.db, self.schema, [OUTBOX_MIGRATION] + sql_files(self.migrations_dir))
+        warn_without_autovacuum(self.db)
         return self.db
 
     def start_messaging(self, consumer_specs: list[ConsumerSpec] = (), workers: list[BackgroundWorker] = ()) -> None:

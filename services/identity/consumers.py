@@ -27,38 +27,40 @@ def record_confirmations(deliveries: list[Delivery], db: Database) -> None:
 
 def record_scores(deliveries: list[Delivery], db: Database) -> None:
     """Lifecycle stage and churn risk into the 360; a late score never replaces a newer one."""
+    facts = []
+    for e in (d.event for d in deliveries):
+        if isinstance(e, CustomerLifecycleChanged):
+            value = {"stage": e.payload.to_stage, "from_stage": e.payload.from_stage, "reason": e.payload.reason}
+            facts.append((e.tenant_id, e.customer_id, "lifecycle", value, e.occurred_at))
+        elif isinstance(e, CustomerChurnRiskChanged):
+            value = {"risk": e.payload.risk, "band": e.payload.band, "reasons": list(e.payload.reasons)}
+            facts.append((e.tenant_id, e.customer_id, "churn_risk", value, e.occurred_at))
     with db.transaction() as cur:
-        for d in deliveries:
-            e = d.event
-            if isinstance(e, CustomerLifecycleChanged):
-                value = {"stage": e.payload.to_stage, "from_stage": e.payload.from_stage, "reason": e.payload.reason}
-                projection.set_fact(cur, e.tenant_id, e.customer_id, "lifecycle", value, e.occurred_at)
-            elif isinstance(e, CustomerChurnRiskChanged):
-                value = {"risk": e.payload.risk, "band": e.payload.band, "reasons": list(e.payload.reasons)}
-                projection.set_fact(cur, e.tenant_id, e.customer_id, "churn_risk", value, e.occurred_at)
+        projection.set_facts(cur, facts)
 
 
 def record_loyalty(deliveries: list[Delivery], db: Database) -> None:
     """Tier and points balance into the 360, from the balance every loyalty event carries."""
+    facts = []
+    for e in (d.event for d in deliveries):
+        if not isinstance(e, LoyaltyEvent):
+            continue
+        facts.append((e.tenant_id, e.customer_id, "points_balance", e.payload.balance_after, e.occurred_at))
+        if isinstance(e, TierChanged):
+            facts.append((e.tenant_id, e.customer_id, "loyalty_tier", e.payload.to_tier, e.occurred_at))
     with db.transaction() as cur:
-        for e in (d.event for d in deliveries):
-            if not isinstance(e, LoyaltyEvent):
-                continue
-            projection.set_fact(cur, e.tenant_id, e.customer_id, "points_balance", e.payload.balance_after,
-                                e.occurred_at)
-            if isinstance(e, TierChanged):
-                projection.set_fact(cur, e.tenant_id, e.customer_id, "loyalty_tier", e.payload.to_tier, e.occurred_at)
+        projection.set_facts(cur, facts)
 
 
 def record_feedback(deliveries: list[Delivery], db: Database) -> None:
     """The last survey answer (NPS, CSAT) into the 360; cases and invitations are not the hub's to keep."""
+    facts = [(e.tenant_id, e.customer_id, "last_nps", {
+        "nps": e.payload.nps, "csat": e.payload.csat, "store_id": e.payload.store_id, "staff_id": e.payload.staff_id,
+        "answered_at": e.occurred_at.isoformat()}, e.occurred_at)
+        for e in (d.event for d in deliveries) if isinstance(e, SurveyAnswered) and e.customer_id
+        and e.payload.nps is not None]
     with db.transaction() as cur:
-        for e in (d.event for d in deliveries):
-            if isinstance(e, SurveyAnswered) and e.customer_id and e.payload.nps is not None:
-                p = e.payload
-                projection.set_fact(cur, e.tenant_id, e.customer_id, "last_nps", {
-                    "nps": p.nps, "csat": p.csat, "store_id": p.store_id, "staff_id": p.staff_id,
-                    "answered_at": e.occurred_at.isoformat()}, e.occurred_at)
+        projection.set_facts(cur, facts)
 
 
 def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> list[ConsumerSpec]:

@@ -164,27 +164,37 @@ def record_facts(cur, items: list[Classified], customer_of: dict[UUID, UUID]) ->
         status = APPOINTMENT_STATUS.get(event.type)
         if status and getattr(payload, "appointment_id", None):
             _record_appointment(cur, event, cid, status)
+    _store_facts(cur, updates, lambda old_at, new_at: old_at < new_at)
+
+
+def set_facts(cur, facts: list[tuple[str, UUID, str, object, datetime]]) -> None:
+    """(tenant, customer, name, value, at) in delivery order: a late value never replaces a newer one;
+    of equal times, the later delivered wins."""
+    updates: dict[UUID, tuple[str, dict]] = {}
+    for tenant, cid, name, value, at in facts:
+        new = updates.setdefault(cid, (tenant, {}))[1]
+        fact = {"value": value, "at": at.isoformat()}
+        if name not in new or new[name]["at"] <= fact["at"]:
+            new[name] = fact
+    _store_facts(cur, updates, lambda old_at, new_at: old_at <= new_at)
+
+
+def _store_facts(cur, updates: dict[UUID, tuple[str, dict]], replaces) -> None:
+    """Merge each customer's new facts into the stored ones, `replaces(stored at, new at)` deciding; one
+    locked read and one upsert for the whole batch (rows locked in id order, so batches cannot deadlock)."""
     if not updates:
         return
-    cur.execute("select customer_id, facts from identity.customer_facts where customer_id = any(%s) for update",
-                (list(updates),))
+    cur.execute("select customer_id, facts from identity.customer_facts where customer_id = any(%s) "
+                "order by customer_id for update", (list(updates),))
     stored = dict(cur.fetchall())
+    rows = []
     for cid, (tenant, new) in updates.items():
         merged = dict(stored.get(cid, {}))
         for name, fact in new.items():
-            if name not in merged or merged[name]["at"] < fact["at"]:
+            if name not in merged or replaces(merged[name]["at"], fact["at"]):
                 merged[name] = fact
-        upsert_facts(cur, cid, tenant, merged)
-
-
-def set_fact(cur, tenant_id: str, customer_id: UUID, name: str, value, at: datetime) -> None:
-    cur.execute("select facts from identity.customer_facts where customer_id = %s for update", (customer_id,))
-    row = cur.fetchone()
-    facts = dict(row[0]) if row else {}
-    if name in facts and facts[name]["at"] > at.isoformat():
-        return  # a late score never replaces a newer one (of equal times, the later delivered wins)
-    facts[name] = {"value": value, "at": at.isoformat()}
-    upsert_facts(cur, customer_id, tenant_id, facts)
+        rows.append((cid, tenant, merged))
+    upsert_facts(cur, rows)
 
 
 def _record_appointment(cur, event: Touchpoint, cid: UUID, status: str) -> None:

@@ -37,8 +37,8 @@ def lock_id(token: str) -> int:
     return int.from_bytes(bytes.fromhex(token[:16]), "big", signed=True)
 
 
-def _values(cur, sql: str, rows, fetch: bool = False):
-    return psycopg2.extras.execute_values(cur, sql, rows, fetch=fetch, page_size=1000)
+def _values(cur, sql: str, rows, fetch: bool = False, template: str | None = None):
+    return psycopg2.extras.execute_values(cur, sql, rows, template=template, fetch=fetch, page_size=1000)
 
 
 def tenant_policies(cur, tenants: set[str], default_region: str) -> dict[str, TenantPolicy]:
@@ -299,7 +299,7 @@ def _merge_facts(cur, mapping) -> None:
         ours = facts.get(survivor, (tenant, {}))[1]
         combined = newest_facts(ours, theirs)
         facts[survivor] = (tenant, combined)
-        upsert_facts(cur, survivor, tenant, combined)
+        upsert_facts(cur, [(survivor, tenant, combined)])
     cur.execute("delete from identity.customer_facts where customer_id = any(%s)", ([loser for loser, _ in mapping],))
 
 
@@ -311,12 +311,12 @@ def newest_facts(ours: dict, theirs: dict) -> dict:
     return combined
 
 
-def upsert_facts(cur, customer_id: UUID, tenant_id: str, facts: dict) -> None:
-    cur.execute(
-        "insert into identity.customer_facts (customer_id, tenant_id, facts, updated_at) values (%s, %s, %s, now()) "
-        "on conflict (customer_id) do update set facts = excluded.facts, updated_at = now()",
-        (customer_id, tenant_id, orjson.dumps(facts).decode()),
-    )
+def upsert_facts(cur, rows: list[tuple[UUID, str, dict]]) -> None:
+    """(customer, tenant, facts): each customer's projected facts replaced whole."""
+    _values(cur, "insert into identity.customer_facts (customer_id, tenant_id, facts, updated_at) values %s "
+                 "on conflict (customer_id) do update set facts = excluded.facts, updated_at = now()",
+            [(cid, tenant, orjson.dumps(facts).decode()) for cid, tenant, facts in rows],
+            template="(%s, %s, %s, now())")
 
 
 def link_household(cur, a: UUID, b: UUID) -> UUID:

@@ -90,3 +90,21 @@ def test_a_prepared_statement_is_prepared_once_per_session_and_outlives_a_rollba
             assert cur.fetchone() == (10,)
     finally:
         other.close()
+
+
+def test_a_server_without_autovacuum_is_named_in_a_warning_at_start(service_env, caplog):
+    import logging
+
+    from shared.runtime import warn_without_autovacuum
+
+    db = Database(service_env["database_url"], maxconn=1)
+    try:
+        with db.transaction() as cur:
+            cur.execute("select setting from pg_settings where name = 'autovacuum'")
+            server_runs_it = cur.fetchone()[0] == "on"
+        with caplog.at_level(logging.WARNING, logger="shared.runtime"):
+            assert warn_without_autovacuum(db) is server_runs_it
+    finally:
+        db.close()
+    warned = [r for r in caplog.records if "autovacuum off" in r.getMessage()]
+    assert len(warned) == (0 if server_runs_it else 1)
