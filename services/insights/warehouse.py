@@ -201,12 +201,13 @@ class Warehouse:
 
     def freshness(self, tenant_id: str, since: datetime) -> dict:
         """How long touchpoints recorded since `since` took from identity's acceptance (recorded_at) to
-        ClickHouse (stored_at): the pipeline's lag as ops and the benchmark see it."""
+        ClickHouse (stored_at): the pipeline's lag as ops and the benchmark see it. FINAL: a redelivered
+        touchpoint waiting for its merge counts once."""
         with self._lock:
             count, p50, p95, p99, worst = self.client.query(
                 "SELECT count(), quantile(0.5)(f), quantile(0.95)(f), quantile(0.99)(f), max(f) FROM (SELECT "
                 f"dateDiff('millisecond', recorded_at, stored_at) / 1000 AS f FROM {self.database}.{TOUCHPOINTS.name} "
-                "WHERE tenant_id = {tenant:String} AND recorded_at >= {since:DateTime64(3)})",
+                "FINAL WHERE tenant_id = {tenant:String} AND recorded_at >= {since:DateTime64(3)})",
                 parameters={"tenant": tenant_id, "since": since}).result_rows[0]
         seconds = (lambda v: round(v, 3) if count else None)
         return {"count": count, "p50_s": seconds(p50), "p95_s": seconds(p95), "p99_s": seconds(p99),
