@@ -269,3 +269,36 @@ def test_merges_splits_and_erasure_move_or_remove_what_feedback_holds(feedback):
     assert sql(feedback, "select count(*) from feedback.cases where customer_id = %s", new) == [(0,)]
     deliver(feedback, visit(new))  # resolved before the erasure, delivered after: no invitation
     assert invitations(feedback, new) == []
+
+
+def test_batches_take_a_customers_channel_rows_in_one_order_so_they_never_deadlock(feedback):
+    """Batches from two partitions (merged customers) insert the same channel rows: unordered, each could
+    hold a row the other waits for. Here another transaction holds the lowest row; the batch must wait for
+    it before taking any other, so that transaction can still take the highest one."""
+    import threading
+
+    customer = uuid.uuid4()
+    event = visit(customer, channels=("phone", "wechat", "email"))
+    keys = sorted({handlers.IDENTIFIER_CHANNEL[i.type] for i in event.identifiers})
+    db, failures = feedback.app.state.db, []
+
+    def batch():
+        try:
+            deliver(feedback, event)
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            failures.append(exc)
+
+    with db.transaction() as cur:
+        cur.execute("insert into customer_channels values (%s, %s)", (customer, keys[0]))
+        worker = threading.Thread(target=batch)
+        worker.start()
+        for _ in range(200):  # until the batch waits on a row lock
+            cur.execute("select count(*) from pg_locks where not granted and locktype = 'transactionid'")
+            if cur.fetchone()[0]:
+                break
+            worker.join(0.05)
+        cur.execute("insert into customer_channels values (%s, %s)", (customer, keys[-1]))
+    worker.join(30)
+    assert not failures, failures
+    assert sorted(r[0] for r in sql(feedback, "select channel from customer_channels where customer_id = %s",
+                                    customer)) == keys
