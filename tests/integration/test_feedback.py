@@ -292,8 +292,9 @@ def test_batches_take_a_customers_channel_rows_in_one_order_so_they_never_deadlo
         cur.execute("insert into customer_channels values (%s, %s)", (customer, keys[0]))
         worker = threading.Thread(target=batch)
         worker.start()
-        for _ in range(200):  # until the batch waits on a row lock
-            cur.execute("select count(*) from pg_locks where not granted and locktype = 'transactionid'")
+        for _ in range(200):  # until the batch waits on a row lock (in this database: tests run in parallel)
+            cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) where not l.granted "
+                        "and l.locktype = 'transactionid' and a.datname = current_database()")
             if cur.fetchone()[0]:
                 break
             worker.join(0.05)
