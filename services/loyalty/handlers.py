@@ -157,6 +157,8 @@ def apply_customer_changes(deliveries: list[Delivery], db: Database, settings: L
         changes = [customer_change(d.event) for d in deliveries]
         # Merges and splits are claimed here, erasures by erase_customers; the rest does not concern loyalty.
         fresh = claim(cur, [e.event_id for e in changes if isinstance(e, CustomerMerged | CustomerSplit)])
+        members.lock_in_order(cur, {cid for e in changes if e.event_id in fresh or isinstance(e, CustomerErased)
+                                    for cid in _members_touched(e)})
         for event in changes:
             if event.event_id not in fresh:
                 continue
@@ -169,6 +171,16 @@ def apply_customer_changes(deliveries: list[Delivery], db: Database, settings: L
             forfeit(cur, event)
         confirmations = erase_customers(cur, schema, SERVICE, erasures, ERASE_STATEMENTS)
         enqueue(cur, schema, [(ERASURE_CONFIRMATIONS, str(c.customer_id), c) for c in confirmations])
+
+
+def _members_touched(event) -> tuple[UUID, ...]:
+    if isinstance(event, CustomerMerged):
+        return event.customer_id, *event.payload.merged_customer_ids
+    if isinstance(event, CustomerSplit):
+        return event.customer_id, event.payload.new_customer_id
+    if isinstance(event, CustomerErased):
+        return event.payload.customer_ids
+    return ()
 
 
 def merge(cur, event: CustomerMerged) -> None:

@@ -54,6 +54,16 @@ def canonical_ids(cur, customer_ids: set[UUID]) -> dict[UUID, UUID]:
     return {cid: merged.get(cid, cid) for cid in customer_ids}
 
 
+def lock_in_order(cur, customer_ids: set[UUID]) -> None:
+    """Lock every existing member these ids name or resolve to, in one statement in id order. A batch
+    that then works through its merges one at a time takes no lock out of that order, so two batches
+    sharing members wait for each other instead of deadlocking."""
+    ids = set(customer_ids) | set(canonical_ids(cur, customer_ids).values())
+    if ids:
+        cur.execute("select 1 from members where customer_id = any(%s) order by customer_id for update",
+                    (sorted(ids, key=str),))
+
+
 def lock(cur, tenant_id: str, customer_ids: set[UUID], program: Program | None, now: datetime,
          enrol: bool = True) -> dict[UUID, dict]:
     """Lock the members these ids resolve to, enrolling new ones (at the entry tier) when `enrol`.

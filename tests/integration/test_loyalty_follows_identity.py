@@ -76,6 +76,39 @@ def test_a_split_moves_the_points_of_the_moved_touchpoints(loyalty):
     ledger_is_exact(loyalty)
 
 
+def test_a_batch_of_merges_locks_their_members_in_one_order_so_batches_never_deadlock(loyalty):
+    """Locked merge by merge, a batch holds the first merge's members while it waits for the second's, and
+    a batch from another partition can hold those while waiting for the first's. Here another
+    transaction holds the lowest member; the batch must wait for it before locking any other member, so
+    that transaction can still take the highest one."""
+    import threading
+
+    lowest, a, b, highest = sorted((uuid.uuid4() for _ in range(4)), key=str)
+    deliver(loyalty, *(purchase(c, 10_000) for c in (lowest, a, b, highest)))
+    failures = []
+
+    def batch():
+        try:
+            deliver(loyalty, merged(a, highest), merged(b, lowest))  # the first merge has the highest id
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            failures.append(exc)
+
+    with loyalty.app.state.db.transaction() as cur:
+        cur.execute("select 1 from members where customer_id = %s for update", (lowest,))
+        worker = threading.Thread(target=batch)
+        worker.start()
+        for _ in range(200):  # until the batch waits on a row lock (in this database: tests run in parallel)
+            cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) where not l.granted "
+                        "and l.locktype = 'transactionid' and a.datname = current_database()")
+            if cur.fetchone()[0]:
+                break
+            worker.join(0.05)
+        cur.execute("select 1 from members where customer_id = %s for update", (highest,))
+    worker.join(30)
+    assert not failures, failures
+    assert [member(loyalty, c)["balance"] for c in (a, b)] == [200, 200]
+
+
 def test_erasure_writes_off_the_points_keeps_liability_exact_and_forgets_free_text(loyalty):
     cid = uuid.uuid4()
     deliver(loyalty, purchase(cid, 70_000, store_id="erase-1"))
