@@ -20,13 +20,14 @@ and long-coated dogs, +15 min buffer, a table), bath-tidy (45 min, +10 buffer, a
   profile           the SQL statements and SQL time per call (a counting cursor) and a pyinstrument
                     profile of both paths in-process
 
-HTTP runs start an embedded tansu broker (the service's start needs one even with run_workers off:
-shared/runtime.start_messaging creates the topics and a producer first) and `python -m hub serve booking`
-with BOOKING_RUN_WORKERS=false, so no relay, consumers or clock run beside the API.
+HTTP runs start an embedded tansu broker and `python -m hub serve booking` as deployed: a workers
+process (outbox relay, consumers, clock) and --api-processes API processes on the service's port
+(--api-processes 0: one process with BOOKING_RUN_WORKERS=false, nothing beside the API). Each of the
+--http-workers client processes books one slot at a time (hold, then confirm), as a user at a desk.
 
 Prints the results and writes bench/booking.json. Usage:
   python -m bench.booking [--stores 24] [--workers 4|1,2,4,8] [--seconds 20] [--availability-calls 1000]
-                          [--http-workers 4] [--skip availability|bookings|http|profile] [--py-spy]
+                          [--http-workers 16] [--api-processes 2] [--skip availability|bookings|http|profile] [--py-spy]
                           [--keep]
 """
 from __future__ import annotations
@@ -52,8 +53,8 @@ import psycopg2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/booking.py` finds bench.common
 
 from bench.common import (  # noqa: E402
-    ROOT, CountingCursor, fresh_database, machine_load, percentiles, postgres_cpu_s, process_cpu_s, py_spy,
-    run_info, running_service, sessions, summarize_collapsed,
+    ROOT, CountingCursor, fresh_database, machine_load, percentiles, postgres_cpu_s, py_spy,
+    run_info, running_service, service_cpu_s, sessions, summarize_collapsed,
 )
 from services.booking import appointments as appts  # noqa: E402
 from services.booking import catalog, lifecycle  # noqa: E402
@@ -505,28 +506,33 @@ def pyinstrument_profile(db: Database, day: date, stores: list[str], days: list[
 
 # --- the HTTP service -------------------------------------------------------------------------------
 
-def running_booking(dsn: str, workdir: Path):
+def running_booking(dsn: str, workdir: Path, api_processes: int):
     """`hub serve booking` as bench.common.running_service runs it."""
-    return running_service("booking", dsn, workdir, tenant=TENANT, role="store_staff")
+    return running_service("booking", dsn, workdir, tenant=TENANT, role="store_staff", api_processes=api_processes)
+
+
+def served_by(api_processes: int) -> str:
+    return (f"`hub serve booking` ({api_processes} API processes beside the workers process)" if api_processes
+            else "`hub serve booking` (uvicorn, 1 process)")
 
 
 def http_bookings(args, dsn: str, admin, name: str, workdir: Path, stores: list[str], days: list[date],
                   spy: Path | None = None) -> dict:
-    with running_booking(dsn, workdir) as http:
+    with running_booking(dsn, workdir, args.api_processes) as http:
         print(f"(b/http) POST hold + confirm, {args.http_workers} client processes for {args.seconds:g}s …",
               flush=True)
         before = sessions(admin, name)
-        cpu_before = process_cpu_s(http["pid"])
+        cpu_before = service_cpu_s(http["pid"])
         spying = py_spy(http["pid"], spy, start_delay(args.http_workers) + args.seconds) if spy else None
         with spying or contextlib.nullcontext():
             out = {"via": "POST /v1/appointments + POST /v1/appointments/{id}/confirm, http.client clients with "
-                          "keep-alive, against `hub serve booking` (uvicorn, 1 process)",
+                          f"keep-alive, {args.http_workers} client processes, against {served_by(args.api_processes)}",
                    **bench_bookings(dsn, stores, days, args.http_workers, args.seconds,
                                     http={"base": http["base"], "headers": http["headers"]})}
         out["postgres_sessions_opened"] = sessions(admin, name) - before - args.http_workers  # less the clients'
         for k in ("postgres_cpu_ms_per_booking", "postgres_cpu_cores_busy"):
             out.pop(k, None)  # the server's backends open during the run, after the CPU sample started
-        server_cpu = process_cpu_s(http["pid"]) - cpu_before  # includes the clients' start-up wait (idle)
+        server_cpu = service_cpu_s(http["pid"]) - cpu_before  # includes the clients' start-up wait (idle)
         out["server_cpu_ms_per_booking"] = round(server_cpu / max(out["confirmed"], 1) * 1000, 2)
         out["server_cpu_cores_busy"] = round(server_cpu / out["seconds"], 2)
     return out
@@ -536,12 +542,12 @@ def http_phase(args, dsn: str, admin, name: str, workdir: Path, day: date, store
                days: list[date]) -> dict:
     out = {}
     spy_a, spy_b = workdir / "server-availability.txt", workdir / "server-bookings.txt"
-    with running_booking(dsn, workdir) as http:
+    with running_booking(dsn, workdir, args.api_processes) as http:
         print(f"(a/http) GET /v1/availability, {args.availability_calls} calls …", flush=True)
         before = sessions(admin, name)
         with py_spy(http["pid"], spy_a, 10) if args.py_spy else contextlib.nullcontext():
             out["availability_http"] = {
-                "via": "GET /v1/availability against `hub serve booking` (uvicorn, 1 process)",
+                "via": f"GET /v1/availability against {served_by(args.api_processes)}",
                 "load_before": machine_load(),
                 **bench_availability_http(http["base"], http["headers"], day, args.availability_calls)}
         out["availability_http"]["postgres_sessions_opened"] = sessions(admin, name) - before
@@ -565,7 +571,10 @@ def main() -> dict:
     parser.add_argument("--availability-calls", type=int, default=1000)
     parser.add_argument("--workers", default="4",
                         help="Booking processes (in-process run); a comma list (e.g. 1,2,4,8) runs each in turn.")
-    parser.add_argument("--http-workers", type=int, default=4, help="Client processes (HTTP run).")
+    parser.add_argument("--http-workers", type=int, default=16,
+                        help="Client processes (HTTP run), each one booking at a time, as a user would.")
+    parser.add_argument("--api-processes", type=int, default=2,
+                        help="BOOKING_API_PROCESSES of the served service (0: one process, no workers).")
     parser.add_argument("--seconds", type=float, default=20, help="How long each booking run lasts.")
     parser.add_argument("--skip", choices=["availability", "bookings", "http", "profile"], action="append",
                         default=[])

@@ -99,6 +99,17 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def service_cpu_s(pid: int) -> float:
+    """CPU seconds so far of a service's process and its live children (`hub serve` may run a supervisor)."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process_cpu_s(proc.pid)
+    return total
+
+
 def postgres_cpu_s(dsn: str) -> float:
     """CPU seconds so far of the database's server processes: its backends (but this sampler's) plus the
     WAL writer and checkpointer, which serve every database. Backends that come and go between two
@@ -208,11 +219,12 @@ class CountingCursor:
 
 @contextlib.contextmanager
 def running_service(service: str, dsn: str, workdir: Path, *, tenant: str, role: str = "store_staff",
-                    cmd: list[str] | None = None, ready_timeout_s: float = 90):
-    """`hub serve <service>` (uvicorn, one process) on a free port against the bench database, with
-    <SERVICE>_RUN_WORKERS=false (no relay, consumers or clock beside the API) and an embedded tansu
-    broker: the service's start needs one even so (shared/runtime.start_messaging creates the topics and
-    a producer first). Yields the base URL, an API key's headers for `tenant` and `role`, and the pid."""
+                    cmd: list[str] | None = None, ready_timeout_s: float = 90, api_processes: int = 0):
+    """`hub serve <service>` on a free port against the bench database and an embedded tansu broker (the
+    service's start needs one even so: shared/runtime.start_messaging creates the topics and a producer
+    first). With `api_processes` 0: one uvicorn process with <SERVICE>_RUN_WORKERS=false (no relay,
+    consumers or clock beside the API); else as deployed, a workers process and that many API processes
+    (hub/serve.py). Yields the base URL, an API key's headers for `tenant` and `role`, and the pid."""
     import httpx
 
     from hub.embedded import free_port, start_broker, stop_process
@@ -225,8 +237,10 @@ def running_service(service: str, dsn: str, workdir: Path, *, tenant: str, role:
     env = {k: v for k, v in os.environ.items() if not k.startswith((prefix, "OTEL_"))}
     # DATABASE_URL, not <SERVICE>_DATABASE_URL: the settings' alias is the unprefixed platform name
     env.update({"DATABASE_URL": dsn, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, f"{prefix}PORT": str(port),
-                f"{prefix}RUN_WORKERS": "false", "HUB_AUTH_SECRET": secret,
+                f"{prefix}API_PROCESSES": str(api_processes), "HUB_AUTH_SECRET": secret,
                 "HUB_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}."})
+    if not api_processes:
+        env[f"{prefix}RUN_WORKERS"] = "false"
     log = open(workdir / f"{service}.log", "ab")
     server = subprocess.Popen([sys.executable, *(cmd or ["-m", "hub", "serve", service])], cwd=ROOT, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
@@ -304,7 +318,8 @@ def connections(base: str, headers: dict, n: int) -> list[Connection]:
 def py_spy(pid: int, path: Path, seconds: float):
     """py-spy record (raw collapsed stacks, idle threads left out) of `pid` for `seconds`."""
     proc = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid), "-d",
-                             str(int(seconds)), "-r", "200", "-f", "raw", "-o", str(path), "--nonblocking"],
+                             str(int(seconds)), "-r", "200", "-f", "raw", "-o", str(path), "--nonblocking",
+                             "--subprocesses"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -449,7 +464,7 @@ def open_loop(http: dict, bench, make_request, rate: float, seconds: float, clie
     outstanding is shed and counted. Latency from when each was due, and the server's and Postgres' CPU."""
     ctx = multiprocessing.get_context("spawn")
     start_at = time.time() + 6  # time for the spawned clients to import, prepare and warm up
-    cpu_before = process_cpu_s(http["pid"])
+    cpu_before = service_cpu_s(http["pid"])
     opened = sessions(bench.admin, bench.name)
     pg0 = postgres_cpu_s(bench.dsn)
     load: dict = {}
@@ -460,7 +475,7 @@ def open_loop(http: dict, bench, make_request, rate: float, seconds: float, clie
             futures = [pool.submit(_open_loop_client, http["base"], http["headers"], make_request, rate / clients, seconds,
                                    start_at, 100 + c, max_in_flight) for c in range(clients)]
             parts = [f.result() for f in futures]
-    server_cpu = process_cpu_s(http["pid"]) - cpu_before  # includes the clients' warm-up
+    server_cpu = service_cpu_s(http["pid"]) - cpu_before  # includes the clients' warm-up
     pg_cpu = postgres_cpu_s(bench.dsn) - pg0
     opened = sessions(bench.admin, bench.name) - opened
     ok = sum(len(p["lat"]) for p in parts)

@@ -1,16 +1,17 @@
 """`hub serve <service>`: run one service under uvicorn. Services are named by module path, never
 imported here, so the launcher stays independent of every domain.
 
-Identity answers the hub's hottest read (the customer 360) beside CPU-bound work: resolving
-touchpoints, matching profiles, relaying the outbox. In one process they share one GIL, and a read
-then waits for the resolver at every hand-off (with ingestion running, for minutes), nor can the API
-use more than one core. So `hub serve identity` runs a supervisor: one process runs the workers (with
-the app, on a private port), IDENTITY_API_PROCESSES more serve the HTTP API without workers on the
-service's port, sharing its listening socket, and pass ingestion (CPU-bound as well) to one more
-API process on a private port (see services/identity/serving.py); those two run at nice
-IDENTITY_BACKGROUND_NICE (10), so reads go first when the CPU is short. IDENTITY_API_PROCESSES=0, or
-IDENTITY_RUN_WORKERS=false, runs the single process as before. The processes live and die together: a
-child that exits stops the service (the launcher restarts it), kill -9 of the supervisor kills them.
+One Python process serves at most about one core (the GIL), and background work in it delays every
+request at each hand-off. Identity answers the hub's hottest read (the customer 360) beside CPU-bound
+work: resolving touchpoints, matching profiles, relaying the outbox; booking's hold and confirm are
+requests that keep a process busy. So `hub serve identity` and `hub serve booking` run a supervisor:
+one process runs the workers (with the app, on a private port), <SERVICE>_API_PROCESSES more serve the
+HTTP API without workers on the service's port, sharing its listening socket (see shared/serving.py).
+Identity's API processes also pass ingestion (CPU-bound as well) to one more API process on a private
+port. The workers and ingestion processes run at nice <SERVICE>_BACKGROUND_NICE (10), so requests go
+first when the CPU is short. <SERVICE>_API_PROCESSES=0, or <SERVICE>_RUN_WORKERS=false, runs the single
+process as before. The processes live and die together: a child that exits stops the service (the
+launcher restarts it), kill -9 of the supervisor kills them.
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ import sys
 import uvicorn
 
 from shared.logs import configure_logging
+from shared.serving import INGEST_URL, WORKERS_URL
 from shared.settings import SERVICE_PORTS
 
 SERVICES = {name: f"services.{name}.app:create_app" for name in SERVICE_PORTS}
 # Services whose HTTP API can run apart from their workers: the app factory of those API processes.
-API_ONLY = {"identity": "services.identity.serving:create_api_app"}
-# Read by the API-only app (services/identity/serving.py): where the workers and ingestion processes answer.
-WORKERS_URL, INGEST_URL = "HUB_SERVE_WORKERS_URL", "HUB_SERVE_INGEST_URL"
+API_ONLY = {name: f"services.{name}.serving:create_api_app" for name in ("identity", "booking")}
+WITH_INGESTION = {"identity"}  # whose API processes pass ingestion to a process of its own
 _FALSE = ("0", "false", "f", "no", "n", "off")
 
 
@@ -67,22 +68,25 @@ def serve(name: str) -> None:
 
 
 def _supervise(name: str, processes: int) -> int:
-    """Start the workers process, the ingestion process and `processes` API processes; return when
-    they have stopped."""
+    """Start the workers process, the ingestion process (if the service has one) and `processes` API
+    processes; return when they have stopped."""
     public = _config(SERVICES[name], host=service_host(name), port=service_port(name)).bind_socket()
-    workers, ingest = (_config(SERVICES[name], host="127.0.0.1", port=0).bind_socket() for _ in range(2))
-    workers_url, ingest_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (workers, ingest))
-    api_env = {f"{name.upper()}_RUN_WORKERS": "false", WORKERS_URL: workers_url}
+    private = {role: _config(SERVICES[name], host="127.0.0.1", port=0).bind_socket()
+               for role in ("workers", "ingest") if role == "workers" or name in WITH_INGESTION}
+    urls = {role: f"http://127.0.0.1:{sock.getsockname()[1]}" for role, sock in private.items()}
+    api_env = {f"{name.upper()}_RUN_WORKERS": "false", WORKERS_URL: urls["workers"]}
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the supervisor's state
     # The throughput side (workers, ingestion) runs at a lower priority: with the CPU short, reads are
     # served first and ingestion slows instead (Kafka and the outbox hold what waits); 0 for equal footing.
     background = {"nice": int(os.environ.get(f"{name.upper()}_BACKGROUND_NICE", "10"))}
     children = [ctx.Process(target=_child, name=f"{name}-workers",
-                            args=(name, SERVICES[name], workers, background, os.getpid())),
-                ctx.Process(target=_child, name=f"{name}-ingest",
-                            args=(name, API_ONLY[name], ingest, {**api_env, **background}, os.getpid()))]
+                            args=(name, SERVICES[name], private["workers"], background, os.getpid()))]
+    if "ingest" in private:
+        children.append(ctx.Process(target=_child, name=f"{name}-ingest", args=(
+            name, API_ONLY[name], private["ingest"], {**api_env, **background}, os.getpid())))
+        api_env[INGEST_URL] = urls["ingest"]
     children += [ctx.Process(target=_child, name=f"{name}-api-{i}",
-                             args=(name, API_ONLY[name], public, {**api_env, INGEST_URL: ingest_url}, os.getpid()))
+                             args=(name, API_ONLY[name], public, api_env, os.getpid()))
                  for i in range(processes)]
     stopping = False
 
@@ -101,7 +105,7 @@ def _supervise(name: str, processes: int) -> int:
         child.start()
     if stopping:  # a signal came while they were starting: those started after it stop too
         stop(signal.SIGTERM)
-    for sock in (public, workers, ingest):
+    for sock in (public, *private.values()):
         sock.close()  # the children hold them: once they are gone the port is free for a restart
     exit_code = 0
     while alive := [c for c in children if c.is_alive()]:

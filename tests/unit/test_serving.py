@@ -1,5 +1,5 @@
-"""`hub serve identity` as a workers process plus API processes (hub/serve.py): how many processes,
-and the readiness the API processes answer for the whole service (services/identity/serving.py)."""
+"""`hub serve identity` and `hub serve booking` as a workers process plus API processes (hub/serve.py):
+how many processes, and the readiness the API processes answer for the whole service (shared/serving.py)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hub.serve import api_processes
-from services.identity.serving import combined_readiness
+from shared.serving import combined_readiness
 
 
 def _checks(**ok: bool) -> dict:
@@ -40,23 +40,25 @@ def test_a_process_that_does_not_answer_is_not_ready():
     assert result["checks"]["workers"] == {"ok": False, "detail": "ingestion process: not answering (ConnectError)"}
 
 
+@pytest.mark.parametrize("service", ["identity", "booking"])
 @pytest.mark.parametrize(("env", "expected"), [
     ({}, "default"),
-    ({"IDENTITY_API_PROCESSES": "3"}, 3),
-    ({"IDENTITY_API_PROCESSES": "0"}, 0),  # one process for everything, as before
-    ({"IDENTITY_RUN_WORKERS": "false"}, 0),  # an API-only replica: nothing to split off
-    ({"IDENTITY_RUN_WORKERS": "false", "IDENTITY_API_PROCESSES": "3"}, 0),
+    ({"API_PROCESSES": "3"}, 3),
+    ({"API_PROCESSES": "0"}, 0),  # one process for everything, as before
+    ({"RUN_WORKERS": "false"}, 0),  # an API-only replica: nothing to split off
+    ({"RUN_WORKERS": "false", "API_PROCESSES": "3"}, 0),
 ])
-def test_identity_runs_its_api_in_processes_of_their_own_unless_told_not_to(monkeypatch, env, expected):
-    for name in ("IDENTITY_API_PROCESSES", "IDENTITY_RUN_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
+def test_the_api_runs_in_processes_of_its_own_unless_told_not_to(monkeypatch, service, env, expected):
+    prefix = service.upper()
+    for name in ("API_PROCESSES", "RUN_WORKERS"):
+        monkeypatch.delenv(f"{prefix}_{name}", raising=False)
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    found = api_processes("identity")
+        monkeypatch.setenv(f"{prefix}_{name}", value)
+    found = api_processes(service)
     assert found >= 2 if expected == "default" else found == expected
 
 
-@pytest.mark.parametrize("service", ["booking", "loyalty", "feedback", "insights"])
+@pytest.mark.parametrize("service", ["loyalty", "feedback", "insights"])
 def test_other_services_keep_one_process(monkeypatch, service):
     monkeypatch.setenv(f"{service.upper()}_API_PROCESSES", "3")
     assert api_processes(service) == 0
@@ -124,7 +126,7 @@ async def _call(front_app, method, path, **kwargs):
 def test_ingestion_is_passed_on_as_it_came_and_answered_as_the_ingestion_process_answered():
     import asyncio
 
-    from services.identity.serving import ApiProcess
+    from shared.serving import ApiProcess
 
     body = b'{"events": [{"type": "store.visited"}]}'
     with _Upstream(status=207, body=b'{"accepted":1,"rejected":1}') as ingest:
@@ -146,7 +148,7 @@ def test_ingestion_is_passed_on_as_it_came_and_answered_as_the_ingestion_process
 def test_ingestion_answers_503_while_the_ingestion_process_is_away():
     import asyncio
 
-    from services.identity.serving import ApiProcess
+    from shared.serving import ApiProcess
 
     front = ApiProcess(_never_called, "http://127.0.0.1:9", "http://127.0.0.1:9")
     r = asyncio.run(_call(front, "POST", "/v1/touchpoints", content=b"{}"))
@@ -157,7 +159,7 @@ def test_ingestion_answers_503_while_the_ingestion_process_is_away():
 def test_readyz_and_metrics_speak_for_the_whole_service():
     import asyncio
 
-    from services.identity.serving import ApiProcess
+    from shared.serving import ApiProcess
 
     async def own(scope, receive, send):  # this process's own /readyz
         assert scope["path"] == "/readyz"

@@ -1,0 +1,9 @@
+"""Booking's HTTP processes when `hub serve booking` runs them apart from its workers (shared/serving.py)."""
+from __future__ import annotations
+
+from services.booking.app import create_app
+from shared.serving import api_process
+
+
+def create_api_app():
+    return api_process(create_app)
