@@ -186,9 +186,10 @@ class Placement:
 
 def claim(cur, ctx: Context, req: Request, start: datetime, write, now: datetime,
           exclude: UUID | None = None) -> Placement:
-    """Pick staff and a resource unit for `start` and run `write(placement)` inside a savepoint. A lost
-    race (exclusion violation) is retried with fresh state; what cannot be had is refused with the
-    reason and the next free slots."""
+    """Pick staff and a resource unit for `start` and run `write(placement)`, which writes it unless the
+    exclusion constraints find it taken and says which. Lapsed holds in the way are expired and the write
+    tried again; a lost race is retried with fresh state; what cannot be had is refused with the reason
+    and the next free slots."""
     day = start.astimezone(ctx.store.tz).date()
     for _ in range(CLAIM_ATTEMPTS):
         book = load_book(cur, ctx, day, now, exclude)
@@ -204,15 +205,8 @@ def claim(cur, ctx: Context, req: Request, start: datetime, write, now: datetime
         unit = book.free_unit(span) if ctx.service.resource_kind else None
         placement = Placement(staff_id, unit[0] if unit else None, unit[1] if unit else None, start,
                               start + ctx.service.duration(req.subject), span)
-        expire_overlapping_holds(cur, ctx.tenant_id, placement, now)
-        cur.execute("savepoint claim_slot")
-        try:
-            write(placement)
-        except pg_errors.ExclusionViolation:
-            cur.execute("rollback to savepoint claim_slot")
-            continue
-        cur.execute("release savepoint claim_slot")
-        return placement
+        if write(placement) or expire_overlapping_holds(cur, ctx.tenant_id, placement, now) and write(placement):
+            return placement
     raise Conflict("the slot was just taken by another booking",
                    next_free_slots=next_free(cur, ctx, req, start, exclude))
 
@@ -283,8 +277,9 @@ RESOURCE_KEY = "(select resource_key from resources where tenant_id = %s and res
 
 def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, *, status: str, channel: str,
            hold_expires_at: datetime | None, notes: str | None = None, offer_id: UUID | None = None,
-           completed: dict | None = None) -> dict:
-    """Insert the appointment; the row as `get` reads it."""
+           completed: dict | None = None) -> dict | None:
+    """Insert the appointment, the row as `get` reads it; None when its staff member or resource unit is
+    taken then (the exclusion constraints decide, waiting for a concurrent booking's outcome)."""
     appointment_id = uuid.uuid4()
     done = completed or {}
     cur.execute(
@@ -293,7 +288,7 @@ def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, 
         "identifiers, subject, subject_key, price_minor, currency, notes, waitlist_offer_id, amount_minor, "
         "services_performed, performed_by) values (%s, %s, %s, %s, %s, "
         f"{STAFF_KEY}, %s, {RESOURCE_KEY}, %s, %s, %s, %s, tstzrange(%s, %s), %s, %s, %s, %s, %s, %s, "
-        f"%s, %s, %s, %s, %s, %s, %s) returning {', '.join(COLUMNS)}",
+        f"%s, %s, %s, %s, %s, %s, %s) on conflict do nothing returning {', '.join(COLUMNS)}",
         (tenant_id, appointment_id, ctx.store.store_id, ctx.service.service_id, p.staff_id, tenant_id, p.staff_id,
          p.resource_id, tenant_id, p.resource_id, p.resource_unit, status, p.starts_at, p.ends_at, p.occupied[0],
          p.occupied[1], hold_expires_at, channel,
@@ -301,19 +296,35 @@ def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, 
          customer.subject.model_dump_json(exclude_none=True) if customer.subject else None,
          customer.subject_key(tenant_id), ctx.service.price(customer.rule_subject()), ctx.service.currency, notes,
          offer_id, done.get("amount_minor"), done.get("services_performed"), done.get("performed_by")))
-    return _joined(cur.fetchone(), ctx.store.tz.key, ctx.service.category, ctx.service.rebook_interval_days)
+    row = cur.fetchone()
+    return row and _joined(row, ctx.store.tz.key, ctx.service.category, ctx.service.rebook_interval_days)
 
 
-def expire_overlapping_holds(cur, tenant_id: str, p: Placement, now: datetime) -> None:
+def unless_taken(cur, statement: str, params) -> bool:
+    """Run an update that moves an appointment; False, with nothing changed, if the exclusion constraints
+    find its new time taken."""
+    cur.execute("savepoint move_slot")
+    try:
+        cur.execute(statement, params)
+    except pg_errors.ExclusionViolation:
+        cur.execute("rollback to savepoint move_slot")
+        return False
+    cur.execute("release savepoint move_slot")
+    return True
+
+
+def expire_overlapping_holds(cur, tenant_id: str, p: Placement, now: datetime) -> int:
     """Holds past their expiry still sit in the exclusion constraints until marked expired: mark the ones
-    in the way (with their touchpoints) so the new booking can take the time."""
+    in the way (with their touchpoints) so the new booking can take the time. How many there were."""
     cur.execute(
         "select appointment_id from appointments where tenant_id = %s and status = 'held' and hold_expires_at <= %s "
         "and occupied && tstzrange(%s, %s) and (staff_id = %s or (resource_id = %s and resource_unit = %s)) "
         "for update skip locked",
         (tenant_id, now, p.occupied[0], p.occupied[1], p.staff_id, p.resource_id, p.resource_unit))
-    for (appointment_id,) in cur.fetchall():
+    lapsed = cur.fetchall()
+    for (appointment_id,) in lapsed:
         expire_hold(cur, tenant_id, appointment_id, now)
+    return len(lapsed)
 
 
 def expire_hold(cur, tenant_id: str, appointment_id: UUID, now: datetime) -> dict:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from psycopg2 import errors as pg_errors
-
 from services.booking import appointments as appts
 from services.booking import catalog, events, waitlist
 from services.booking.appointments import Customer, Placement, rule_subject
@@ -21,9 +19,10 @@ def hold(cur, tenant_id: str, store_id: str, service_id: str, start: datetime, c
     expires = now + timedelta(minutes=ctx.store.policy.hold_minutes)
     created: list[dict] = []
 
-    def write(p: Placement):
+    def write(p: Placement) -> bool:
         created.append(appts.insert(cur, tenant_id, ctx, p, customer, status="held", channel=channel,
                                     hold_expires_at=expires, notes=notes))
+        return created[-1] is not None
 
     appts.claim(cur, ctx, req, start, write, now)
     row = created[-1]
@@ -76,13 +75,13 @@ def reschedule(cur, tenant_id: str, appointment_id: UUID, start: datetime, now: 
     req = ctx.request(rule_subject(row["subject"]), now, staff_id)
     before = dict(row)
 
-    def write(p: Placement):
-        cur.execute("update appointments set starts_at = %s, ends_at = %s, occupied = tstzrange(%s, %s), "
-                    f"staff_id = %s, staff_key = {appts.STAFF_KEY}, resource_id = %s, "
-                    f"resource_key = {appts.RESOURCE_KEY}, resource_unit = %s, updated_at = %s "
-                    "where appointment_id = %s",
-                    (p.starts_at, p.ends_at, p.occupied[0], p.occupied[1], p.staff_id, tenant_id, p.staff_id,
-                     p.resource_id, tenant_id, p.resource_id, p.resource_unit, now, appointment_id))
+    def write(p: Placement) -> bool:
+        return appts.unless_taken(
+            cur, "update appointments set starts_at = %s, ends_at = %s, occupied = tstzrange(%s, %s), "
+                 f"staff_id = %s, staff_key = {appts.STAFF_KEY}, resource_id = %s, "
+                 f"resource_key = {appts.RESOURCE_KEY}, resource_unit = %s, updated_at = %s where appointment_id = %s",
+            (p.starts_at, p.ends_at, p.occupied[0], p.occupied[1], p.staff_id, tenant_id, p.staff_id, p.resource_id,
+             tenant_id, p.resource_id, p.resource_unit, now, appointment_id))
 
     appts.claim(cur, ctx, req, start, write, now, exclude=appointment_id)
     row = appts.get(cur, tenant_id, appointment_id)
@@ -178,15 +177,14 @@ def walk_in(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str, 
             raise Conflict(f"every {ctx.service.resource_kind} was in use then")
     p = Placement(staff_id, unit[0] if unit else None, unit[1] if unit else None, started_at,
                   started_at + ctx.service.duration(subject), span)
-    appts.expire_overlapping_holds(cur, tenant_id, p, now)
-    try:
-        cur.execute("savepoint walk_in")
-        row = appts.insert(
+    def record() -> dict | None:
+        return appts.insert(
             cur, tenant_id, ctx, p, customer, status="completed", channel=channel, hold_expires_at=None,
             completed={"amount_minor": amount_minor, "services_performed": services_performed or [service_id],
                        "performed_by": staff_id})
-    except pg_errors.ExclusionViolation:
-        cur.execute("rollback to savepoint walk_in")
+
+    row = record() or appts.expire_overlapping_holds(cur, tenant_id, p, now) and record()
+    if not row:
         raise Conflict(f"staff member {staff_id} has another appointment then: mark it completed or no-show "
                        "first, or record who really served") from None
     _announce_completion(cur, row, now, walk_in=True)

@@ -90,9 +90,10 @@ def _offer(cur, entry: dict, now: datetime) -> bool:
     customer = customer_of(entry)
     created: list[dict] = []
 
-    def write(p: Placement):
+    def write(p: Placement) -> bool:
         created.append(appts.insert(cur, entry["tenant_id"], ctx, p, customer, status="held",
                                     channel=entry["channel"], hold_expires_at=expires, offer_id=offer_id))
+        return created[-1] is not None
 
     try:
         appts.claim(cur, ctx, req, fitting[0].starts_at, write, now)

@@ -122,6 +122,22 @@ def test_a_confirm_after_the_hold_expired_is_refused_with_fresh_slots(booking):
     assert [e["type"] for e in outbox(booking)] == ["booking.held", "booking.hold_expired"]
 
 
+def test_a_lapsed_hold_the_clock_has_not_expired_yet_gives_way_to_a_new_booking_or_a_move(booking):
+    setup_store(booking)
+    day = local_day("Asia/Shanghai")
+    lapsed = [ok(hold(booking, day, t), 201)["appointment_id"] for t in ("10:00", "14:00")]
+    with db(booking).transaction() as cur:  # past their expiry, before the clock's next tick
+        cur.execute("update appointments set hold_expires_at = now() - interval '1 minute' "
+                    "where appointment_id = any(%s::uuid[])", (lapsed,))
+    taken = ok(hold(booking, day, "10:00", who=customer(phone="+8613900000001")), 201)
+    moving = ok(hold(booking, day, "16:00", who=customer(phone="+8613900000002")), 201)["appointment_id"]
+    moved = ok(booking.post(f"/v1/appointments/{moving}/reschedule", headers=DEMO,
+                            json={"local_start": f"{day.isoformat()}T14:00", "staff_id": "g1"}))
+    assert (taken["staff_id"], moved["staff_id"], moved["local_start"][11:16]) == ("g1", "g1", "14:00")
+    assert [ok(booking.get(f"/v1/appointments/{a}", headers=DEMO))["status"] for a in lapsed] == ["expired"] * 2
+    assert len(outbox(booking, "booking.hold_expired")) == 2
+
+
 def test_an_appointment_lives_from_hold_to_completion_and_announces_every_step(booking):
     setup_store(booking, staff=("g1", "g2"))
     day = local_day("Asia/Shanghai")
