@@ -9,7 +9,6 @@ chain and category from the visits themselves (`warehouse.learn_intervals`), fal
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from statistics import median
@@ -96,6 +95,15 @@ def _intervals(visits: list[Visit]) -> list[float]:
     return [float(b - a) for a, b in zip(days, days[1:])]
 
 
+def _most_frequent(values) -> str | None:
+    """The most frequent value, the first seen among equals (Counter.most_common(1) without its cost,
+    which was a tenth of scoring)."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None
+
+
 def _score_band(value: float, bounds: tuple[float, ...]) -> int:
     """1 + how many bounds the value reaches."""
     return 1 + sum(value >= b for b in bounds)
@@ -122,8 +130,7 @@ def score(profile: Profile, now: datetime | float, intervals: dict[str, float] |
     monetary = max(0, sum(v.amount for v in last12) - refunds)
 
     # The usual category (most frequent in the last year, else ever) sets the expected interval.
-    categories = Counter(v.category for v in (last12 or visits))
-    category = categories.most_common(1)[0][0] if categories else ""
+    category = _most_frequent(v.category for v in (last12 or visits)) or ""
     learned = (intervals or {}).get(category)
     expected = float(learned or DEFAULT_INTERVAL_DAYS.get(category, DEFAULT_INTERVAL_DAYS[""]))
     gaps = _intervals([v for v in visits if v.category == category])
@@ -135,8 +142,7 @@ def score(profile: Profile, now: datetime | float, intervals: dict[str, float] |
     ratio = since / expected if since is not None else None
     overdue = round(since - expected) if since is not None else None
     tier, downgraded, tier_at = _tier_at(profile, t, config.tier_order)
-    stores = Counter(v.store for v in visits if v.store)
-    home = stores.most_common(1)[0][0] if stores else profile.last_store
+    home = _most_frequent(v.store for v in visits if v.store) or profile.last_store
     all_gaps = _intervals(visits)
 
     stage, stage_reason = _stage(profile, t, visits, all_gaps, last12, expected, ratio, tier, config)
