@@ -32,7 +32,7 @@ def _produce(bootstrap, topic, start, n):
 def _run_counter(settings, topic, until_total, timeout_s=90) -> dict:
     """Run a worker with a per-key [count, last applied offset] table until its total reaches
     `until_total`; report the table as recovered (before any event is processed) and at the end."""
-    result: dict = {"skipped": 0}
+    result: dict = {"skipped": 0, "seen": {}}
 
     async def scenario():
         app = faust_app(settings, app_id="table-probe", with_tables=True)
@@ -45,7 +45,10 @@ def _run_counter(settings, topic, until_total, timeout_s=90) -> dict:
             await recovered.wait()  # nothing is applied before the recovered table was captured
             async for event in stream.events():
                 key, offset = event.key.decode(), event.message.offset
+                result["seen"][event.message.partition] = offset
                 applied, last_offset = counts[key]
+                if int(event.value) >= 3000:
+                    result.setdefault("new", []).append((key, offset, applied, last_offset))
                 if offset <= last_offset:
                     result["skipped"] += 1  # redelivered: already in the table
                     continue
@@ -60,6 +63,10 @@ def _run_counter(settings, topic, until_total, timeout_s=90) -> dict:
             deadline = loop.time() + timeout_s
             while loop.time() < deadline and sum(c[0] for c in counts.values()) < until_total:
                 await asyncio.sleep(0.2)
+            if sum(c[0] for c in counts.values()) < until_total:
+                result["stuck"] = {"agent_saw": dict(result["seen"]), "skipped": result["skipped"],
+                                   "new": result.get("new"), "partitions": _partition_states(app, topic)}
+                print("\nstuck:", result["stuck"])
             await asyncio.sleep(3)  # let the commit timer commit what was applied
             result["final"] = {k: list(v) for k, v in counts.items()}
         finally:
@@ -69,6 +76,22 @@ def _run_counter(settings, topic, until_total, timeout_s=90) -> dict:
     runner.start()
     runner.join(timeout_s + 60)
     return result
+
+
+def _partition_states(app, topic: str) -> dict:
+    """What faust and its Kafka client hold per source partition, to say why events stopped coming."""
+    faust_consumer, client = app.consumer, app.consumer._thread._consumer
+    assignment = client._subscription.subscription.assignment if client._subscription.subscription else None
+    states = {}
+    for tp in (t for t in (assignment.tps if assignment else ()) if t.topic == topic):
+        state = assignment.state_value(tp)
+        states[tp.partition] = {
+            "faust_active": tp in faust_consumer._active_partitions,
+            "faust_paused": tp in faust_consumer._paused_partitions,
+            "faust_read": faust_consumer._read_offset.get(tp), "faust_committed": faust_consumer._committed_offset.get(tp),
+            "client_paused": state.paused, "position": state._position, "highwater": state.highwater,
+            "status": str(state._status)}
+    return states
 
 
 def total(table: dict) -> int:
@@ -86,5 +109,5 @@ def test_a_restarted_worker_recovers_its_table_and_counts_each_event_once(servic
     _produce(kafka_bootstrap, topic, 3000, 100)
     second = _run_counter(settings, topic, 3100, timeout_s=180)  # a loaded machine rejoins slowly
     assert second["recovered"] == first["final"], "the changelog must restore every update"
-    assert total(second["final"]) == 3100
+    assert total(second["final"]) == 3100, second.get("stuck")
     print(f"\nredelivered after restart and skipped: {second['skipped']}")
