@@ -1,6 +1,7 @@
 """Small helpers for integration tests (real engines only)."""
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -118,3 +119,26 @@ def resolved_customer(identity, phone: str, headers: dict) -> str:
         return r.json()["customer_id"] if r.status_code == 200 else None
 
     return wait_until(found, 30, message="the customer resolved")
+
+
+def start_until_it_waits_on_a_row(cur, work) -> tuple[threading.Thread, list[Exception]]:
+    """Run `work` in a thread until it waits for a row lock that `cur`'s open transaction holds (in this
+    database: tests run in parallel on one server). Returns the thread, for the caller to join, and the
+    exceptions `work` raised."""
+    failures: list[Exception] = []
+
+    def run():
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the caller asserts there were none
+            failures.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    for _ in range(200):
+        cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) where not l.granted "
+                    "and l.locktype = 'transactionid' and a.datname = current_database()")
+        if cur.fetchone()[0]:
+            break
+        worker.join(0.05)
+    return worker, failures

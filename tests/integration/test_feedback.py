@@ -20,6 +20,7 @@ from shared.events.customers import (
     CustomerConsentChangedPayload, CustomerErasedPayload, CustomerMergedPayload, CustomerSplitPayload,
 )
 from tests.integration.conftest import settings_for
+from tests.integration.helpers import start_until_it_waits_on_a_row
 from tests.integration.loyalty_setup import DEMO, envelope, key, ok, sql
 
 NOW = datetime.now(UTC)
@@ -275,29 +276,12 @@ def test_batches_take_a_customers_channel_rows_in_one_order_so_they_never_deadlo
     """Batches from two partitions (merged customers) insert the same channel rows: unordered, each could
     hold a row the other waits for. Here another transaction holds the lowest row; the batch must wait for
     it before taking any other, so that transaction can still take the highest one."""
-    import threading
-
     customer = uuid.uuid4()
     event = visit(customer, channels=("phone", "wechat", "email"))
     keys = sorted({handlers.IDENTIFIER_CHANNEL[i.type] for i in event.identifiers})
-    db, failures = feedback.app.state.db, []
-
-    def batch():
-        try:
-            deliver(feedback, event)
-        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
-            failures.append(exc)
-
-    with db.transaction() as cur:
+    with feedback.app.state.db.transaction() as cur:
         cur.execute("insert into customer_channels values (%s, %s)", (customer, keys[0]))
-        worker = threading.Thread(target=batch)
-        worker.start()
-        for _ in range(200):  # until the batch waits on a row lock (in this database: tests run in parallel)
-            cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) where not l.granted "
-                        "and l.locktype = 'transactionid' and a.datname = current_database()")
-            if cur.fetchone()[0]:
-                break
-            worker.join(0.05)
+        worker, failures = start_until_it_waits_on_a_row(cur, lambda: deliver(feedback, event))
         cur.execute("insert into customer_channels values (%s, %s)", (customer, keys[-1]))
     worker.join(30)
     assert not failures, failures

@@ -13,7 +13,7 @@ from services.loyalty.settings import LoyaltySettings
 from shared.events import CustomerErased, CustomerMerged, CustomerSplit
 from shared.events.customers import CustomerErasedPayload, CustomerMergedPayload, CustomerSplitPayload
 from tests.integration.conftest import settings_for
-from tests.integration.helpers import read_all, touchpoint_doc, wait_until
+from tests.integration.helpers import read_all, start_until_it_waits_on_a_row, touchpoint_doc, wait_until
 from tests.integration.loyalty_setup import (
     DEMO, announced, deliver, envelope, ledger_is_exact, member, ok, purchase, refund, sql,
 )
@@ -81,28 +81,13 @@ def test_a_batch_of_merges_locks_their_members_in_one_order_so_batches_never_dea
     a batch from another partition can hold those while waiting for the first's. Here another
     transaction holds the lowest member; the batch must wait for it before locking any other member, so
     that transaction can still take the highest one."""
-    import threading
-
     lowest, a, b, highest = sorted((uuid.uuid4() for _ in range(4)), key=str)
     deliver(loyalty, *(purchase(c, 10_000) for c in (lowest, a, b, highest)))
-    failures = []
-
-    def batch():
-        try:
-            deliver(loyalty, merged(a, highest), merged(b, lowest))  # the first merge has the highest id
-        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
-            failures.append(exc)
-
     with loyalty.app.state.db.transaction() as cur:
         cur.execute("select 1 from members where customer_id = %s for update", (lowest,))
-        worker = threading.Thread(target=batch)
-        worker.start()
-        for _ in range(200):  # until the batch waits on a row lock (in this database: tests run in parallel)
-            cur.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) where not l.granted "
-                        "and l.locktype = 'transactionid' and a.datname = current_database()")
-            if cur.fetchone()[0]:
-                break
-            worker.join(0.05)
+        # the first merge has the highest id
+        worker, failures = start_until_it_waits_on_a_row(
+            cur, lambda: deliver(loyalty, merged(a, highest), merged(b, lowest)))
         cur.execute("select 1 from members where customer_id = %s for update", (highest,))
     worker.join(30)
     assert not failures, failures
