@@ -187,9 +187,9 @@ class Placement:
 def claim(cur, ctx: Context, req: Request, start: datetime, write, now: datetime,
           exclude: UUID | None = None) -> Placement:
     """Pick staff and a resource unit for `start` and run `write(placement)`, which writes it unless the
-    exclusion constraints find it taken and says which. Lapsed holds in the way are expired and the write
-    tried again; a lost race is retried with fresh state; what cannot be had is refused with the reason
-    and the next free slots."""
+    exclusion constraints find it taken, and returns whether it did. Lapsed holds in the way are then
+    expired and the write tried again; a lost race is retried with fresh state; what cannot be had is
+    refused with the reason and the next free slots."""
     day = start.astimezone(ctx.store.tz).date()
     for _ in range(CLAIM_ATTEMPTS):
         book = load_book(cur, ctx, day, now, exclude)

@@ -177,6 +177,7 @@ def walk_in(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str, 
             raise Conflict(f"every {ctx.service.resource_kind} was in use then")
     p = Placement(staff_id, unit[0] if unit else None, unit[1] if unit else None, started_at,
                   started_at + ctx.service.duration(subject), span)
+
     def record() -> dict | None:
         return appts.insert(
             cur, tenant_id, ctx, p, customer, status="completed", channel=channel, hold_expires_at=None,
@@ -186,6 +187,6 @@ def walk_in(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str, 
     row = record() or appts.expire_overlapping_holds(cur, tenant_id, p, now) and record()
     if not row:
         raise Conflict(f"staff member {staff_id} has another appointment then: mark it completed or no-show "
-                       "first, or record who really served") from None
+                       "first, or record who really served")
     _announce_completion(cur, row, now, walk_in=True)
     return appts.view(row)
