@@ -103,8 +103,8 @@ def service_cpu_s(pid: int) -> float:
     """CPU seconds so far of a service's process and its live children (`hub serve` may run a supervisor)."""
     import psutil
 
-    total = 0.0
-    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+    root, total = psutil.Process(pid), 0.0
+    for proc in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += process_cpu_s(proc.pid)
     return total

@@ -71,8 +71,8 @@ def _supervise(name: str, processes: int) -> int:
     """Start the workers process, the ingestion process (if the service has one) and `processes` API
     processes; return when they have stopped."""
     public = _config(SERVICES[name], host=service_host(name), port=service_port(name)).bind_socket()
-    private = {role: _config(SERVICES[name], host="127.0.0.1", port=0).bind_socket()
-               for role in ("workers", "ingest") if role == "workers" or name in WITH_INGESTION}
+    roles = ("workers", "ingest") if name in WITH_INGESTION else ("workers",)
+    private = {role: _config(SERVICES[name], host="127.0.0.1", port=0).bind_socket() for role in roles}
     urls = {role: f"http://127.0.0.1:{sock.getsockname()[1]}" for role, sock in private.items()}
     api_env = {f"{name.upper()}_RUN_WORKERS": "false", WORKERS_URL: urls["workers"]}
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the supervisor's state
