@@ -15,7 +15,9 @@ class IdentitySettings(ServiceSettings):
     default_region: str = Field("CN", description="Region for phone numbers written without a country code.")
     max_batch: int = Field(1000, description="Most events accepted in one POST /v1/touchpoints.")
     max_future_seconds: int = Field(86_400, description="How far in the future occurred_at may lie.")
-    resolve_batch: int = Field(500, description="Most touchpoints resolved in one database transaction.")
+    # 2000 over 500: a backlog drained about 13 % faster end to end (fewer commits and round trips per
+    # touchpoint); a split or merge request may then wait up to one batch (about 2 s under a backlog).
+    resolve_batch: int = Field(2000, description="Most touchpoints resolved in one database transaction.")
     pii_master_key: SecretStr = Field(
         SecretStr(DEFAULT_PII_KEY),
         description="Wraps the per-customer data keys and keys the identifier hashes. Keep it outside the "
