@@ -20,6 +20,7 @@ import httpx
 
 WECHAT_APP = "wx-pawsome"
 CN_MOBILE_PREFIXES = ("135", "136", "138", "139", "150", "158", "186", "188")
+GB_MOBILE_PREFIXES = ("7400", "7500", "7720", "7800", "7900", "7940")
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,23 @@ STORES = (
     Store("sz-nanshan", "Asia/Shanghai", "detailing", "CN"),
     Store("syd-surryhills", "Australia/Sydney", "grooming", "AU"),
     Store("mel-fitzroy", "Australia/Melbourne", "detailing", "AU"),
+    # Stores in Europe and on the American west coast keep some store open at every hour of the day, so
+    # `make run` shows a living chain whenever it is started.
+    Store("ldn-islington", "Europe/London", "grooming", "GB"),
+    Store("sf-mission", "America/Los_Angeles", "detailing", "US"),
 )
+CURRENCIES = {"CN": "CNY", "AU": "AUD", "GB": "GBP", "US": "USD"}
 SERVICES = {
     "grooming": [("groom-full", 38_000), ("bath-tidy", 18_000), ("nail-trim", 6_000), ("deshed", 26_000)],
     "detailing": [("detail-full", 120_000), ("wash-wax", 28_000), ("interior", 45_000), ("ceramic", 380_000)],
 }
 SURNAMES_CN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林"
 GIVEN_CN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "秀英"]
-NAMES_AU = (["Olivia", "Jack", "Charlotte", "Noah", "Amelia", "Leo", "Isla", "Oliver", "Mia", "Henry"],
-            ["Smith", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Nguyen", "Martin", "Lee", "Walker"])
+NAMES_WESTERN = (["Olivia", "Jack", "Charlotte", "Noah", "Amelia", "Leo", "Isla", "Oliver", "Mia", "Henry"],
+                 ["Smith", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Nguyen", "Martin", "Lee", "Walker"])
 PETS = [("Mochi", "dog", "poodle", "s", "curly"), ("Doudou", "dog", "shiba", "m", "double"),
         ("Lucky", "dog", "golden retriever", "l", "long"), ("Nala", "cat", "ragdoll", "m", "long")]
+PLATE_PREFIXES = {"CN": ["沪A", "粤B"], "AU": ["NSW ", "VIC "], "GB": ["LK"], "US": ["CA "]}
 RETAIL = [("shampoo-oat", 8_800), ("kibble-2kg", 15_900), ("chew-toy", 3_900), ("wax-spray", 12_900)]
 
 
@@ -83,29 +90,38 @@ class Chain:
     def staff_of(self, store: Store) -> str:
         return f"{store.store_id}-staff-{self.rng.randint(1, 5)}"
 
-    def new_customer(self) -> Customer:
-        store = self.rng.choice(STORES)
+    def new_customer(self, at: datetime) -> Customer:
+        """Someone who first gets in touch at `at`: near a store that is open then (people find a salon
+        in their own daytime)."""
+        store = self.rng.choice([s for s in STORES if s.is_open(at)] or STORES)
         n = len(self.customers) + 1
-        if store.region == "CN":  # allocated mobile ranges only, so every generated number is valid
-            phone = f"{self.rng.choice(CN_MOBILE_PREFIXES)}{self.rng.randint(10_000_000, 99_999_999)}"
-        else:
-            phone = f"+614{self.rng.randint(0, 3)}{self.rng.randint(1_000_000, 9_999_999)}"
-        c = Customer(n, store, phone, openid=f"o{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}")
+        c = Customer(n, store, self._phone(store.region),
+                     openid=f"o{uuid.UUID(int=self.rng.getrandbits(128)).hex[:20]}")
         twin = self.rng.choice(self.customers) if self.customers and self.rng.random() < 0.05 else None
         if twin:  # the same person registering again with another number: a match suggestion to review
             c.name, c.birth_date = twin.name, twin.birth_date
         elif store.region == "CN":
             c.name = self.rng.choice(SURNAMES_CN) + self.rng.choice(GIVEN_CN)
         else:
-            c.name = f"{self.rng.choice(NAMES_AU[0])} {self.rng.choice(NAMES_AU[1])}"
+            c.name = f"{self.rng.choice(NAMES_WESTERN[0])} {self.rng.choice(NAMES_WESTERN[1])}"
         if not twin:
             c.birth_date = f"{self.rng.randint(1960, 2004)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}"
         if store.kind == "detailing":
-            c.plate = f"{self.rng.choice(['沪A', '粤B', 'NSW ', 'VIC '])}{self.rng.randint(10000, 99999)}"
+            c.plate = f"{self.rng.choice(PLATE_PREFIXES[store.region])}{self.rng.randint(10000, 99999)}"
         if self.rng.random() < 0.4:
             c.email = f"customer{n}@example.com"
         self.customers.append(c)
         return c
+
+    def _phone(self, region: str) -> str:
+        """A number from an allocated mobile range of the region, so every generated number is valid."""
+        if region == "CN":
+            return f"{self.rng.choice(CN_MOBILE_PREFIXES)}{self.rng.randint(10_000_000, 99_999_999)}"
+        if region == "AU":
+            return f"+614{self.rng.randint(0, 3)}{self.rng.randint(1_000_000, 9_999_999)}"
+        if region == "GB":
+            return f"+44{self.rng.choice(GB_MOBILE_PREFIXES)}{self.rng.randint(100_000, 999_999)}"
+        return f"+1415{self.rng.randint(2_000_000, 9_999_999)}"
 
 
 def _ids(c: Customer, *kinds: str) -> list[dict]:
@@ -143,7 +159,7 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
     """One customer moment: a newcomer's first contact, or the next step of someone's journey."""
     rng = chain.rng
     if not chain.customers or rng.random() < 0.25:
-        c = chain.new_customer()
+        c = chain.new_customer(at)
         if rng.random() < 0.6:
             return [_event("ad.exposed", c, "ads", _ids(c, "openid"), at,
                            {"campaign_id": rng.choice(["spring-groom", "winter-detail", "new-store"]),
@@ -153,8 +169,10 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
                        {"platform": "wechat", "action": rng.choice(["follow", "like", "message"])}, store=False)]
     c = rng.choice(chain.customers)
     kind = c.store.kind
-    open_now = c.store.is_open(at)
     step = c.stage
+    if step >= 2 and not c.store.is_open(at):  # the in-store journey waits for the store to open
+        return [_event("social.interacted", c, "social", _ids(c, "openid"), at,
+                       {"platform": "wechat", "action": "like"}, store=False)]
     c.stage += 1
     if step == 0:
         c.app_user_id = f"u{c.n:07d}"
@@ -176,9 +194,6 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
                        {"appointment_id": c.appointment, "service_id": c.service[0], "service_category": kind,
                         "starts_at": (at + timedelta(days=rng.randint(1, 10))).isoformat(),
                         "staff_id": c.staff})]
-    if not open_now:
-        return [_event("social.interacted", c, "social", _ids(c, "openid"), at,
-                       {"platform": "wechat", "action": "like"}, store=False)]
     if step == 2:
         return [_event("reception.checked_in", c, "pos", _ids(c, "phone", "pos", "plate"), at,
                        {"appointment_id": c.appointment, "staff_id": c.staff})]
@@ -188,7 +203,7 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
             _event("service.performed", c, "pos", _ids(c, "phone", "pos", "plate"), at,
                    {"appointment_id": c.appointment, "service_ids": [service[0]], "service_category": kind,
                     "staff_id": c.staff, "amount_minor": service[1],
-                    "currency": "CNY" if c.store.region == "CN" else "AUD"}),
+                    "currency": CURRENCIES[c.store.region]}),
             _event("result.shown", c, "pos", _ids(c, "phone"), at, {"appointment_id": c.appointment,
                                                                      "media_count": rng.randint(1, 6)}),
         ]
@@ -215,7 +230,7 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
         qty = rng.randint(1, 3)
         return [_event("purchase.completed", c, "pos", _ids(c, "phone", "card", "pos"), at,
                        {"order_id": f"O{rng.getrandbits(40):x}", "amount_minor": price * qty,
-                        "currency": "CNY" if c.store.region == "CN" else "AUD",
+                        "currency": CURRENCIES[c.store.region],
                         "items": [{"sku": sku, "quantity": qty, "unit_price_minor": price}]})]
     if step == 7:
         return [_event("followup.contacted", c, "phone", _ids(c, "phone"), at,
@@ -241,9 +256,9 @@ def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: fl
 
 
 # The simulated chain's loyalty program: defaults, plus points on services its POS reports without a
-# booking, and a rate for its Australian stores' dollars.
+# booking, and rates for its stores' currencies other than the yuan.
 LOYALTY_PROGRAM = {
-    "exchange_rates": {"AUD": 4.7},
+    "exchange_rates": {"AUD": 4.7, "GBP": 9.0, "USD": 7.1},
     "earn_rules": {"booking.completed": {"per_unit": 1}, "purchase.completed": {"per_unit": 1},
                    "service.performed": {"per_unit": 1}, "survey.answered": {"fixed": 50},
                    "feedback.survey_answered": {"fixed": 50},
