@@ -15,6 +15,7 @@ from pathlib import Path
 import faust
 from opentelemetry.trace import format_trace_id
 
+from services.insights import faust_fixes
 from services.insights.customers import Changes, CustomerBook, coalesced
 from services.insights.profile import Profile
 from services.insights.schema import CASE_EVENTS, SURVEY_ANSWERS, TOUCHPOINTS
@@ -52,6 +53,7 @@ class _Record:
 def faust_app(settings: InsightsSettings, app_id: str = "insights", with_tables: bool = False) -> faust.App:
     """A faust app configured for the platform's brokers (every insights processor uses this). The
     processors keep their state in ClickHouse, not in faust tables; an app with tables must say so."""
+    faust_fixes.apply()
     brokers = ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap_servers.split(","))
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
