@@ -20,8 +20,7 @@ from functools import partial
 import httpx
 
 from bench.common import _open_loop_client, machine_load, percentiles
-from bench.stack import ROOT, commit, running_stack
-from hub.simulate import generate
+from bench.stack import ROOT, chain_events, commit, running_stack
 
 
 def _post_all(url: str, headers: dict, events: list[dict], stop: threading.Event | None = None) -> int:
@@ -62,11 +61,11 @@ def read_customers(identity: str, headers: dict, ids: list[str], rate: float, se
 def main(rate: int, seconds: float, history: int) -> dict:
     with running_stack() as stack:
         identity, headers = stack.urls["identity"], stack.headers
-        events = generate(history, seed=21)
+        events = chain_events(history, seed=21)
         _post_all(identity + "/v1/touchpoints", headers, events)
         time.sleep(5)  # let resolution catch up before sampling ids
         ids = _customer_ids(identity, headers, events, 2000)
-        background = generate(200_000, seed=22)
+        background = chain_events(200_000, seed=22)
         stop = threading.Event()
         ingested: dict = {}
 

@@ -30,8 +30,8 @@ import orjson
 
 from bench.common import connections, git_commit, machine_load
 from bench.customer360 import _customer_ids, read_customers
-from bench.stack import running_stack
-from hub.simulate import generate, set_up_services
+from bench.stack import chain_events, running_stack
+from hub.simulate import set_up_services
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"sustained_touchpoints_per_s": 5000, "freshness_p99_s": 5.0, "customer360_p99_ms": 25,
@@ -42,7 +42,7 @@ STALL_S = 120  # the wait for the last touchpoint ends only when ClickHouse gain
 
 def _ingest(identity: str, headers: dict, rate: float, seconds: float, out) -> None:
     """Open loop: batch n is due at start + n * BATCH / rate; a batch posted late shows in `behind_s`."""
-    events = generate(int(rate * seconds), seed=31)
+    events = chain_events(int(rate * seconds), seed=31)
     bodies = [orjson.dumps({"events": events[i:i + BATCH]}) for i in range(0, len(events), BATCH)]
 
     async def run():
@@ -82,10 +82,10 @@ def run_stack(rate: float, seconds: float, reads: float) -> dict:
     ctx = multiprocessing.get_context("spawn")
     with running_stack() as stack:
         identity, insights, headers = stack.urls["identity"], stack.urls["insights"], stack.headers
-        # configured as `make run`'s simulator configures its chain: without the loyalty program's rate for
-        # the Australian stores' dollars, their purchases would all go to the dead-letter topic
+        # configured as `make run`'s simulator configures its chain: without the loyalty program's rates for
+        # the currencies other than the yuan, those stores' purchases would all go to the dead-letter topic
         set_up_services(headers, stack.urls["loyalty"], stack.urls["feedback"], insights)
-        warm = generate(5_000, seed=30)
+        warm = chain_events(5_000, seed=30)
         for i in range(0, len(warm), BATCH):
             httpx.post(identity + "/v1/touchpoints", json={"events": warm[i:i + BATCH]}, headers=headers, timeout=60)
         deadline = time.monotonic() + 120

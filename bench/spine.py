@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from bench.stack import ROOT, commit, running_stack
-from hub.simulate import generate
+from bench.stack import ROOT, chain_events, commit, running_stack
 
 
 def main(total: int = 50_000, batch: int = 1000, posters: int = 2) -> dict:
     with running_stack() as stack:
         identity, insights, headers = stack.urls["identity"], stack.urls["insights"], stack.headers
-        events = generate(total, seed=11)
+        events = chain_events(total, seed=11)
         batches = [events[i:i + batch] for i in range(0, total, batch)]
         started = time.monotonic()
 

@@ -9,11 +9,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from hub.embedded import free_port
+from hub.simulate import generate
 from shared.settings import SERVICE_PORTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,15 @@ class Stack:
     home: Path
     urls: dict[str, str]
     headers: dict[str, str]
+
+
+def chain_events(n: int, seed: int) -> list[dict]:
+    """n events of the simulated chain from its busiest hour: the last 04:00 UTC, when seven of its eight
+    stores are open. The simulator only sends in-store touchpoints while a store is open, so with events
+    from "now" the mix would depend on the hour the benchmark runs."""
+    now = datetime.now(UTC)
+    busiest = now.replace(hour=4, minute=0, second=0, microsecond=0)
+    return generate(n, seed=seed, start=busiest if busiest <= now else busiest - timedelta(days=1))
 
 
 def commit() -> str:
