@@ -22,6 +22,11 @@ from shared.events.feedback import SurveyAnswered, SurveyAnsweredPayload, Survey
 INVITATION_COLUMNS = ("invitation_id, tenant_id, customer_id, visit_ref, store_id, staff_id, service_id, "
                       "appointment_id, case_id, status, send_at, sent_at, expires_at, channel, language")
 VISIT_FIELDS = {"booking.completed": "appointment_id", "purchase.completed": "order_id"}
+# Consents and channels reach feedback on the profile topic, visits on the touchpoint topic: a consent
+# given just before a visit can arrive after it. So a due invitation with no consented channel is
+# retried for a while before it is skipped.
+CONSENT_GRACE = timedelta(minutes=10)
+CONSENT_RETRY = timedelta(seconds=30)
 
 
 def token_hash(token: str) -> bytes:
@@ -57,11 +62,16 @@ def schedule_follow_up(cur, case: dict, now: datetime) -> UUID:
 
 def send_due(cur, now: datetime, limit: int = 200) -> int:
     cur.execute(f"select {INVITATION_COLUMNS} from invitations where status = 'scheduled' and send_at <= %s "
-                "order by send_at limit %s for update skip locked", (now, limit))
+                "and (retry_at is null or retry_at <= %s) order by send_at limit %s for update skip locked",
+                (now, now, limit))
     due = [dict(zip(INVITATION_COLUMNS.split(", "), row)) for row in cur.fetchall()]
     for invitation in due:
         template = templates.load(cur, invitation["tenant_id"])
         skip, channel = _skip_reason(cur, template, invitation, now)
+        if skip == "no_consented_channel" and now < invitation["send_at"] + CONSENT_GRACE:
+            cur.execute("update invitations set retry_at = %s where invitation_id = %s",
+                        (now + CONSENT_RETRY, invitation["invitation_id"]))
+            continue
         if skip:
             cur.execute("update invitations set status = 'skipped', skip_reason = %s where invitation_id = %s",
                         (skip, invitation["invitation_id"]))

@@ -119,6 +119,19 @@ def test_no_invitation_without_consent_and_at_most_one_per_30_days(feedback):
         ok(feedback.put("/v1/survey-template", headers=DEMO, json=template))
 
 
+def test_a_consent_that_arrives_after_the_visit_is_waited_for_a_few_minutes(feedback):
+    late, never = uuid.uuid4(), uuid.uuid4()
+    deliver(feedback, visit(late), visit(never))  # due two hours after the visit
+    tick(feedback, timedelta(hours=2, minutes=1))
+    assert invitations(feedback, late) == [("scheduled", None, None)]  # not skipped: consents may lag
+    deliver(feedback, consent(late))
+    tick(feedback, timedelta(hours=2, minutes=2))
+    assert invitations(feedback, late) == [("sent", None, "sms")]
+    assert invitations(feedback, never) == [("scheduled", None, None)]
+    tick(feedback, timedelta(hours=2, minutes=11))
+    assert invitations(feedback, never) == [("skipped", "no_consented_channel", None)]
+
+
 def test_an_answer_counts_once_and_bad_answers_are_refused_with_the_reason(feedback):
     cid = uuid.uuid4()
     deliver(feedback, consent(cid))
