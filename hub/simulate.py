@@ -50,10 +50,19 @@ STORES = (
     Store("sf-mission", "America/Los_Angeles", "detailing", "US"),
 )
 CURRENCIES = {"CN": "CNY", "AU": "AUD", "GB": "GBP", "US": "USD"}
+CNY_PER_UNIT = {"AUD": 4.7, "GBP": 9.0, "USD": 7.1}  # the chain's prices below are in CNY fen
 SERVICES = {
     "grooming": [("groom-full", 38_000), ("bath-tidy", 18_000), ("nail-trim", 6_000), ("deshed", 26_000)],
     "detailing": [("detail-full", 120_000), ("wash-wax", 28_000), ("interior", 45_000), ("ceramic", 380_000)],
 }
+
+
+def local_price(cny_minor: int, store: Store) -> int:
+    """A price of the chain's list (CNY) in the store's currency, in its minor units."""
+    currency = CURRENCIES[store.region]
+    return cny_minor if currency == "CNY" else round(cny_minor / CNY_PER_UNIT[currency])
+
+
 SURNAMES_CN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林"
 GIVEN_CN = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "秀英"]
 NAMES_WESTERN = (["Olivia", "Jack", "Charlotte", "Noah", "Amelia", "Leo", "Isla", "Oliver", "Mia", "Henry"],
@@ -202,7 +211,7 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
         return [
             _event("service.performed", c, "pos", _ids(c, "phone", "pos", "plate"), at,
                    {"appointment_id": c.appointment, "service_ids": [service[0]], "service_category": kind,
-                    "staff_id": c.staff, "amount_minor": service[1],
+                    "staff_id": c.staff, "amount_minor": local_price(service[1], c.store),
                     "currency": CURRENCIES[c.store.region]}),
             _event("result.shown", c, "pos", _ids(c, "phone"), at, {"appointment_id": c.appointment,
                                                                      "media_count": rng.randint(1, 6)}),
@@ -227,7 +236,7 @@ def next_events(chain: Chain, at: datetime) -> list[dict]:
                        {"purpose": "marketing_sms", "granted": rng.random() < 0.7, "evidence": "paws-club form v2"})]
     if step == 6:
         sku, price = rng.choice(RETAIL)
-        qty = rng.randint(1, 3)
+        price, qty = local_price(price, c.store), rng.randint(1, 3)
         return [_event("purchase.completed", c, "pos", _ids(c, "phone", "card", "pos"), at,
                        {"order_id": f"O{rng.getrandbits(40):x}", "amount_minor": price * qty,
                         "currency": CURRENCIES[c.store.region],
@@ -258,7 +267,7 @@ def generate(n: int, seed: int = 7, start: datetime | None = None, spacing_s: fl
 # The simulated chain's loyalty program: defaults, plus points on services its POS reports without a
 # booking, and rates for its stores' currencies other than the yuan.
 LOYALTY_PROGRAM = {
-    "exchange_rates": {"AUD": 4.7, "GBP": 9.0, "USD": 7.1},
+    "exchange_rates": CNY_PER_UNIT,
     "earn_rules": {"booking.completed": {"per_unit": 1}, "purchase.completed": {"per_unit": 1},
                    "service.performed": {"per_unit": 1}, "survey.answered": {"fixed": 50},
                    "feedback.survey_answered": {"fixed": 50},

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from hub.simulate import PETS, SERVICES, STORES, Chain, Customer, Store, _ids
+from hub.simulate import CNY_PER_UNIT, CURRENCIES, PETS, SERVICES, STORES, Chain, Customer, Store, _ids, local_price
 
 WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STAFF_PER_STORE = 5
@@ -24,6 +24,7 @@ def catalogue(store: Store) -> dict:
     skill, kind = ("grooming", "grooming_table") if store.kind == "grooming" else ("detailing", "wash_bay")
     return {
         f"/v1/stores/{store.store_id}": {"name": store.store_id, "timezone": store.zone,
+                                         "currency": CURRENCIES[store.region],
                                          "opening_hours": {d: hours for d in WEEK}},
         **{f"/v1/staff/{store.store_id}-staff-{i}": {
             "name": f"{store.store_id} staff {i}", "skills": [skill],
@@ -47,6 +48,7 @@ def services() -> dict:
             out[f"/v1/services/{service_id}"] = {
                 "name": service_id, "category": service_id, "duration_minutes": minutes, "variants": variants,
                 "buffer_after_minutes": 15, "price_minor": price,
+                "prices": {currency: round(price / rate) for currency, rate in CNY_PER_UNIT.items()},
                 "required_skill": "grooming" if kind == "grooming" else "detailing",
                 "resource_kind": "grooming_table" if kind == "grooming" else "wash_bay",
                 "rebook_interval_days": 42 if kind == "grooming" else 90}
@@ -132,5 +134,6 @@ class FrontDesk:
         started = datetime.now(UTC) - timedelta(minutes=self.rng.randint(0, 30))
         response = self.client.post("/v1/walk-ins", json={
             "store_id": c.store.store_id, "service_id": service, "staff_id": staff, "started_at": started.isoformat(),
-            "customer": booking_customer(c), "amount_minor": dict(SERVICES[c.store.kind])[service]})
+            "customer": booking_customer(c),
+            "amount_minor": local_price(dict(SERVICES[c.store.kind])[service], c.store)})
         self.done["walk_ins" if response.status_code == 201 else "refused"] += 1

@@ -84,6 +84,9 @@ def load_context(cur, tenant_id: str, store_id: str, service_id: str, staff_id: 
     service = catalog.service_rules(cur, tenant_id, service_id)
     if staff_id is not None:
         catalog.get_staff(cur, tenant_id, staff_id)  # 404 for an unknown staff member
+    if service.price(None, store.currency) is None:
+        raise Invalid(f"service {service_id!r} has no price in {store.currency}, the currency of store "
+                      f"{store_id!r}: list one in the service's prices")
     return Context(tenant_id, store, service, catalog.staff_rules(cur, tenant_id, store_id))
 
 
@@ -294,7 +297,8 @@ def insert(cur, tenant_id: str, ctx: Context, p: Placement, customer: Customer, 
          p.occupied[1], hold_expires_at, channel,
          customer.customer_id, orjson.dumps([i.model_dump(exclude_none=True) for i in customer.identifiers]).decode(),
          customer.subject.model_dump_json(exclude_none=True) if customer.subject else None,
-         customer.subject_key(tenant_id), ctx.service.price(customer.rule_subject()), ctx.service.currency, notes,
+         customer.subject_key(tenant_id), ctx.service.price(customer.rule_subject(), ctx.store.currency),
+         ctx.store.currency, notes,
          offer_id, done.get("amount_minor"), done.get("services_performed"), done.get("performed_by")))
     row = cur.fetchone()
     return row and _joined(row, ctx.store.tz.key, ctx.service.category, ctx.service.rebook_interval_days)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, time
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from services.booking.localtime import zone
 from services.booking.rules import WEEKDAYS, Service, Shift, Staff, Store, StorePolicy, Variant
@@ -105,6 +105,8 @@ class StoreIn(BaseModel):
         description='Local opening intervals per weekday, e.g. {"mon": [{"start": "09:00", "end": "18:00"}]}.')
     holidays: list[date] = Field([], max_length=366, description="Local dates the store is closed.")
     policy: StorePolicyIn = StorePolicyIn()
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$", description="What the store charges in: appointments "
+                          "there are priced, and amounts recorded there are, in this currency.")
 
     @field_validator("timezone")
     @classmethod
@@ -201,6 +203,9 @@ class ServiceIn(BaseModel):
     buffer_after_minutes: int = Field(0, ge=0, le=240)
     price_minor: int = Field(0, ge=0, le=BIGINT_MAX)
     currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    prices: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")], Annotated[int, Field(ge=0, le=BIGINT_MAX)]] = \
+        Field({}, max_length=50, description='List prices in other currencies, for stores that charge in them, '
+                                             'e.g. {"GBP": 4500}; variant prices apply in `currency` only.')
     required_skill: Slug | None = None
     resource_kind: Slug | None = None
     rebook_interval_days: int | None = Field(None, ge=1, le=730, description="e.g. 42 for a full groom every 6 weeks.")
@@ -217,24 +222,25 @@ def _json(model: BaseModel | list) -> str:
 def put_store(cur, tenant_id: str, store_id: str, body: StoreIn) -> dict:
     hours = {day: [i.model_dump() for i in intervals] for day, intervals in body.opening_hours.items()}
     cur.execute(
-        "insert into stores (tenant_id, store_id, name, timezone, opening_hours, holidays, policy) "
-        "values (%s, %s, %s, %s, %s, %s, %s) on conflict (tenant_id, store_id) do update set name = excluded.name, "
+        "insert into stores (tenant_id, store_id, name, timezone, opening_hours, holidays, policy, currency) "
+        "values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict (tenant_id, store_id) do update set name = excluded.name, "
         "timezone = excluded.timezone, opening_hours = excluded.opening_hours, holidays = excluded.holidays, "
-        "policy = excluded.policy, updated_at = now()",
-        (tenant_id, store_id, body.name, body.timezone, orjson.dumps(hours).decode(), body.holidays, _json(body.policy)))
+        "policy = excluded.policy, currency = excluded.currency, updated_at = now()",
+        (tenant_id, store_id, body.name, body.timezone, orjson.dumps(hours).decode(), body.holidays, _json(body.policy),
+         body.currency))
     return get_store(cur, tenant_id, store_id)
 
 
 def _store_row(row) -> dict:
-    store_id, name, tz, hours, holidays, policy = row
+    store_id, name, tz, hours, holidays, policy, currency = row
     return {"store_id": store_id, "name": name, "timezone": tz, "opening_hours": hours, "holidays": holidays,
-            "policy": StorePolicyIn(**policy).model_dump()}
+            "policy": StorePolicyIn(**policy).model_dump(), "currency": currency}
 
 
 # Read on every availability and booking request (with _SERVICE below): prepared, so Postgres plans
 # them once per session.
 _STORE = Prepared("booking_store", ("text", "text"), "select store_id, name, timezone, opening_hours, holidays, "
-                  "policy from stores where tenant_id = $1 and store_id = $2")
+                  "policy, currency from stores where tenant_id = $1 and store_id = $2")
 _STORE_STAFF = Prepared("booking_store_staff", ("text", "text"), "select staff_id, skills, schedule from staff "
                         "where tenant_id = $1 and active and schedule @> jsonb_build_array(jsonb_build_object("
                         "'store_id', $2)) order by staff_id")
@@ -249,7 +255,7 @@ def get_store(cur, tenant_id: str, store_id: str) -> dict:
 
 
 def list_stores(cur, tenant_id: str) -> list[dict]:
-    cur.execute("select store_id, name, timezone, opening_hours, holidays, policy from stores "
+    cur.execute("select store_id, name, timezone, opening_hours, holidays, policy, currency from stores "
                 "where tenant_id = %s order by store_id", (tenant_id,))
     return [_store_row(r) for r in cur.fetchall()]
 
@@ -260,7 +266,7 @@ def store_rules(cur, tenant_id: str, store_id: str) -> Store:
              for day, intervals in s["opening_hours"].items()}
     p = s["policy"]
     return Store(store_id, zone(s["timezone"]), hours, frozenset(s["holidays"]),
-                 StorePolicy(**{**p, "reminder_offsets": tuple(p["reminder_offsets"])}))
+                 StorePolicy(**{**p, "reminder_offsets": tuple(p["reminder_offsets"])}), s["currency"])
 
 
 def put_staff(cur, tenant_id: str, staff_id: str, body: StaffIn) -> dict:
@@ -348,22 +354,22 @@ def put_service(cur, tenant_id: str, service_id: str, body: ServiceIn) -> dict:
     cur.execute(
         "insert into services (tenant_id, service_id, name, category, duration_minutes, variants, "
         "buffer_before_minutes, buffer_after_minutes, price_minor, currency, required_skill, resource_kind, "
-        "rebook_interval_days, active) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "rebook_interval_days, active, prices) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "on conflict (tenant_id, service_id) do update set name = excluded.name, category = excluded.category, "
         "duration_minutes = excluded.duration_minutes, variants = excluded.variants, "
         "buffer_before_minutes = excluded.buffer_before_minutes, buffer_after_minutes = excluded.buffer_after_minutes, "
         "price_minor = excluded.price_minor, currency = excluded.currency, required_skill = excluded.required_skill, "
         "resource_kind = excluded.resource_kind, rebook_interval_days = excluded.rebook_interval_days, "
-        "active = excluded.active, updated_at = now()",
+        "active = excluded.active, prices = excluded.prices, updated_at = now()",
         (tenant_id, service_id, body.name, body.category, body.duration_minutes, _json(body.variants),
          body.buffer_before_minutes, body.buffer_after_minutes, body.price_minor, body.currency, body.required_skill,
-         body.resource_kind, body.rebook_interval_days, body.active))
+         body.resource_kind, body.rebook_interval_days, body.active, orjson.dumps(body.prices).decode()))
     return get_service(cur, tenant_id, service_id)
 
 
 SERVICE_COLUMNS = ("service_id", "name", "category", "duration_minutes", "variants", "buffer_before_minutes",
                    "buffer_after_minutes", "price_minor", "currency", "required_skill", "resource_kind",
-                   "rebook_interval_days", "active")
+                   "rebook_interval_days", "active", "prices")
 _SERVICE = Prepared("booking_service", ("text", "text"), f"select {', '.join(SERVICE_COLUMNS)} from services "
                     "where tenant_id = $1 and service_id = $2")
 
@@ -390,5 +396,5 @@ def service_rules(cur, tenant_id: str, service_id: str) -> Service:
                              v.get("price_minor")) for v in s["variants"])
     return Service(s["service_id"], s["category"], s["duration_minutes"], s["buffer_before_minutes"],
                    s["buffer_after_minutes"], s["price_minor"], s["currency"], s["required_skill"],
-                   s["resource_kind"], s["rebook_interval_days"], variants)
+                   s["resource_kind"], s["rebook_interval_days"], variants, s["prices"])
 

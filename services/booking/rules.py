@@ -32,6 +32,7 @@ class Store:
     opening_hours: dict[int, tuple[tuple[time, time], ...]]  # weekday (0 = Monday) -> local intervals
     holidays: frozenset[date] = frozenset()
     policy: StorePolicy = StorePolicy()
+    currency: str = "CNY"  # what the store charges in
 
     def open_intervals(self, day: date) -> list[Interval]:
         if day in self.holidays:
@@ -103,6 +104,7 @@ class Service:
     resource_kind: str | None = None
     rebook_interval_days: int | None = None
     variants: tuple[Variant, ...] = field(default_factory=tuple)
+    prices: dict[str, int] = field(default_factory=dict)  # list prices in other currencies
 
     def variant_for(self, subject: Subject | None) -> Variant | None:
         """The most specific variant whose traits the subject has (first listed on a tie)."""
@@ -114,7 +116,11 @@ class Service:
         variant = self.variant_for(subject)
         return timedelta(minutes=variant.minutes if variant else self.duration_minutes)
 
-    def price(self, subject: Subject | None) -> int:
+    def price(self, subject: Subject | None, currency: str | None = None) -> int | None:
+        """The price in `currency` (default: the service's own): a variant's price is in the service's own
+        currency; in another one the service's listed price for it, or None when it lists none."""
+        if currency is not None and currency != self.currency:
+            return self.prices.get(currency)
         variant = self.variant_for(subject)
         return variant.price_minor if variant and variant.price_minor is not None else self.price_minor
 

@@ -202,6 +202,33 @@ def test_a_no_show_is_recorded_only_after_the_start_and_frees_the_staff_for_a_wa
     assert outbox(booking, "booking.completed")[0]["payload"]["walk_in"] is True
 
 
+def test_a_store_charges_in_its_own_currency_and_a_service_without_a_price_in_it_is_refused(booking):
+    setup_store(booking)
+    setup_store(booking, "ldn", tz="Europe/London", staff=("l1",))
+    ok(booking.put("/v1/stores/ldn", headers=DEMO, json={
+        **{k: v for k, v in ok(booking.get("/v1/stores/ldn", headers=DEMO)).items() if k != "store_id"},
+        "currency": "GBP"}))
+    day = local_day("Europe/London")
+    refused = hold(booking, day, "10:00", store_id="ldn", staff_id="l1")  # full-groom is priced in CNY only
+    assert refused.status_code == 422 and "no price in GBP" in refused.json()["detail"]
+    assert booking.get("/v1/availability", headers=DEMO, params={
+        "store_id": "ldn", "service_id": "full-groom", "date": day.isoformat()}).status_code == 422
+    assert live_appointments(booking) == 0 and outbox(booking) == []
+
+    service = ok(booking.get("/v1/services/full-groom", headers=DEMO))
+    ok(booking.put("/v1/services/full-groom", headers=DEMO, json={
+        **{k: v for k, v in service.items() if k != "service_id"}, "prices": {"GBP": 4500}}))
+    held = ok(hold(booking, day, "10:00", store_id="ldn", staff_id="l1", who=customer("+447700900123")), 201)
+    assert (held["price_minor"], held["currency"]) == (4500, "GBP")
+    ok(booking.post(f"/v1/appointments/{held['appointment_id']}/confirm", headers=DEMO))
+    start = datetime.fromisoformat(held["starts_at"])
+    use_case(booking, lifecycle.complete, held["appointment_id"], start + timedelta(minutes=70), 5200, None, None)
+    completed = outbox(booking, "booking.completed")[0]["payload"]
+    assert (completed["amount_minor"], completed["price_minor"], completed["currency"]) == (5200, 4500, "GBP")
+    cny = ok(hold(booking, local_day("Asia/Shanghai"), "10:00"), 201)  # the CNY store: the variant price
+    assert (cny["price_minor"], cny["currency"]) == (20000, "CNY")
+
+
 def fill_the_day(client, day) -> None:
     for i in range(40):
         slots = ok(client.get("/v1/availability", headers=DEMO, params={

@@ -483,6 +483,15 @@ def test_the_most_specific_matching_variant_sets_duration_and_price(variants, su
     assert service.price(subject) == price
 
 
+def test_in_another_currency_the_service_lists_one_price_or_none():
+    service = Service("wash", "grooming", 60, price_minor=5000, currency="CNY", variants=(LARGE,),
+                      prices={"GBP": 600})
+    large = Subject("pet", size="l")
+    assert service.price(large, "CNY") == service.price(large) == 9000  # its own currency: the variant's
+    assert service.price(large, "GBP") == 600  # another: the listed price, whatever the size
+    assert service.price(large, "USD") is None
+
+
 def test_offered_slots_last_the_variant_duration():
     service = wash((LARGE, LARGE_LONG_COAT))
     slots = slots_on(store(SHANGHAI, (time(9), time(18))), date(2027, 6, 9), service,
