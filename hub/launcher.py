@@ -24,6 +24,7 @@ from rich.table import Table
 from hub.embedded import (EmbeddedBroker, embedded_postgres_running, spawn, start_broker, start_postgres,
                           stop_process)
 from hub.serve import service_host, service_port
+from hub.simulate import CNY_PER_UNIT
 from shared.settings import SERVICE_PORTS
 
 console = Console(stderr=True)
@@ -197,6 +198,8 @@ def run(home: Path, simulate: bool, rate: float, ready_timeout_s: float = 90) ->
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if simulate:  # the simulated chain sells in four currencies: insights counts spend in CNY at its rates
+        stack.env.setdefault("INSIGHTS_SCORING__EXCHANGE_RATES", json.dumps(CNY_PER_UNIT))
     try:
         for name in SERVICE_PORTS:
             start_service(stack, name)

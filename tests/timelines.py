@@ -46,14 +46,15 @@ def booked(n, customer=CUSTOMER, tenant="demo"):
         appointment_id=f"a{uuid.uuid4().hex[:8]}", service_id="full-groom", starts_at=day(n + 2)))
 
 
-def visit(n, customer=CUSTOMER, tenant="demo", amount=30_000, category="full_groom", store="s1", channel="pos"):
+def visit(n, customer=CUSTOMER, tenant="demo", amount=30_000, category="full_groom", store="s1", channel="pos",
+          currency="CNY"):
     return ServicePerformed(**_envelope(n, customer, tenant, store, channel), payload=ServicePerformedPayload(
-        service_ids=("full-groom",), service_category=category, amount_minor=amount))
+        service_ids=("full-groom",), service_category=category, amount_minor=amount, currency=currency))
 
 
-def purchase(n, customer=CUSTOMER, tenant="demo", amount=8_000):
+def purchase(n, customer=CUSTOMER, tenant="demo", amount=8_000, currency="CNY"):
     return PurchaseCompleted(**_envelope(n, customer, tenant, "s1", "pos"), payload=PurchaseCompletedPayload(
-        order_id=f"o{uuid.uuid4().hex[:8]}", amount_minor=amount))
+        order_id=f"o{uuid.uuid4().hex[:8]}", amount_minor=amount, currency=currency))
 
 
 def complaint(n, customer=CUSTOMER, tenant="demo"):

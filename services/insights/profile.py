@@ -41,9 +41,10 @@ class Entry:
     category: str = ""       # service category (the return interval depends on it); "retail" for purchases
     store: str = ""
     key: str = ""            # appointment or order id: a booking.completed and its service.performed are one visit
+    currency: str = ""       # the amount's; "" in digests stored before currencies were kept
 
     def row(self) -> list:
-        return [self.at, self.kind, self.amount, self.category, self.store, self.key]
+        return [self.at, self.kind, self.amount, self.category, self.store, self.key, self.currency]
 
 
 def entry_of(event: Touchpoint) -> Entry | None:
@@ -58,7 +59,8 @@ def entry_of(event: Touchpoint) -> Entry | None:
     category = getattr(p, "service_category", None) or (RETAIL if kind in (PURCHASE, REFUND) else "")
     amount = getattr(p, "amount_minor", 0) or 0
     key = getattr(p, "appointment_id", None) or getattr(p, "order_id", None) or ""
-    return Entry(_ts(event.occurred_at), kind, amount, category or "", event.store_id or "", str(key))
+    return Entry(_ts(event.occurred_at), kind, amount, category or "", event.store_id or "", str(key),
+                 getattr(p, "currency", "") if amount else "")
 
 
 @dataclass

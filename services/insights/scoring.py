@@ -39,7 +39,16 @@ class ScoringConfig(BaseModel):
     tier_order: tuple[str, ...] = Field(("member", "silver", "gold", "diamond", "vip"),
                                         description="Tiers low to high, to tell a downgrade.")
     monetary_thresholds_minor: tuple[int, int, int, int] = Field(
-        (5_000, 20_000, 50_000, 150_000), description="12-month spend from which M is 2, 3, 4, 5.")
+        (5_000, 20_000, 50_000, 150_000), description="12-month spend from which M is 2, 3, 4, 5, in "
+                                                      "minor units of `currency`.")
+    currency: str = Field("CNY", description="The currency spend is counted in.")
+    exchange_rates: dict[str, float] = Field(
+        {}, description='Units of `currency` per unit of another, e.g. {"GBP": 9.0}: a chain selling in '
+                        "several currencies counts its customers' spend in one. Spend in a currency without a "
+                        "rate counts as it is.")
+
+    def in_currency(self, amount_minor: int, currency: str) -> float:
+        return amount_minor * self.exchange_rates.get(currency, 1.0) if currency != self.currency else amount_minor
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class Visit:
     amount: int
     category: str
     store: str
+    currency: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ def paid_visits(profile: Profile, until: float) -> list[Visit]:
             seen = by_key.get(key)
             if seen is None or entry.amount > seen.amount:
                 by_key[key] = entry
-    visits = [Visit(e.at, e.amount, e.category, e.store) for e in by_key.values() if e.amount > 0]
+    visits = [Visit(e.at, e.amount, e.category, e.store, e.currency) for e in by_key.values() if e.amount > 0]
     return sorted(visits, key=lambda v: v.at)
 
 
@@ -126,8 +136,9 @@ def score(profile: Profile, now: datetime | float, intervals: dict[str, float] |
     visits = paid_visits(profile, t)
     year_ago, recent = t - 365 * DAY, t - config.recent_days * DAY
     last12 = [v for v in visits if v.at >= year_ago]
-    refunds = sum(e.amount for e in profile.entries.values() if e.kind == REFUND and year_ago <= e.at <= t)
-    monetary = max(0, sum(v.amount for v in last12) - refunds)
+    refunds = sum(config.in_currency(e.amount, e.currency) for e in profile.entries.values()
+                  if e.kind == REFUND and year_ago <= e.at <= t)
+    monetary = max(0, round(sum(config.in_currency(v.amount, v.currency) for v in last12) - refunds))
 
     # The usual category (most frequent in the last year, else ever) sets the expected interval.
     category = _most_frequent(v.category for v in (last12 or visits)) or ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +110,16 @@ def test_rfm_and_value_tier():
 def test_a_refund_comes_off_spend_and_a_visit_and_its_receipt_count_once():
     profile = profile_of(purchase(0, amount=10_000), visit(5, amount=20_000))
     assert score(profile, day(6)).monetary_minor == 30_000
+
+
+def test_spend_in_other_currencies_counts_at_the_configured_rates():
+    london = profile_of(visit(0, amount=4_000, currency="GBP"), purchase(5, amount=1_000, currency="GBP"),
+                        visit(10, amount=20_000))
+    assert score(london, day(11), config=ScoringConfig(exchange_rates={"GBP": 9.0})).monetary_minor == 65_000
+    assert score(london, day(11)).monetary_minor == 25_000  # no rate: counted as recorded
+    stored = orjson.loads(london.dumps())
+    stored["e"] = {k: v[:6] for k, v in stored["e"].items()}  # a digest from before currencies were kept
+    assert score(Profile.loads("demo", "c", orjson.dumps(stored)), day(11)).monetary_minor == 25_000
 
 
 TIMELINE = [ad(-10), consultation(-5), booked(-3), visit(0), visit(40), complaint(41), answer(42, nps=4),
