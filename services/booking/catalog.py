@@ -9,13 +9,13 @@ from datetime import date, time
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.booking.localtime import zone
 from services.booking.rules import WEEKDAYS, Service, Shift, Staff, Store, StorePolicy, Variant
 from shared.db import Prepared
 from shared.errors import Invalid, NotFound
-from shared.events.base import Slug
+from shared.events.base import Currency, Slug
 from shared.http import BIGINT_MAX, Instant
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -105,8 +105,8 @@ class StoreIn(BaseModel):
         description='Local opening intervals per weekday, e.g. {"mon": [{"start": "09:00", "end": "18:00"}]}.')
     holidays: list[date] = Field([], max_length=366, description="Local dates the store is closed.")
     policy: StorePolicyIn = StorePolicyIn()
-    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$", description="What the store charges in: appointments "
-                          "there are priced, and amounts recorded there are, in this currency.")
+    currency: Currency = Field("CNY", description="What the store charges in: appointments there are priced, and "
+                                                  "amounts recorded there are, in this currency.")
 
     @field_validator("timezone")
     @classmethod
@@ -202,10 +202,10 @@ class ServiceIn(BaseModel):
     buffer_before_minutes: int = Field(0, ge=0, le=240)
     buffer_after_minutes: int = Field(0, ge=0, le=240)
     price_minor: int = Field(0, ge=0, le=BIGINT_MAX)
-    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
-    prices: dict[Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")], Annotated[int, Field(ge=0, le=BIGINT_MAX)]] = \
-        Field({}, max_length=50, description='List prices in other currencies, for stores that charge in them, '
-                                             'e.g. {"GBP": 4500}; variant prices apply in `currency` only.')
+    currency: Currency = "CNY"
+    prices: dict[Currency, Annotated[int, Field(ge=0, le=BIGINT_MAX)]] = Field(
+        {}, max_length=50, description='List prices in other currencies, for stores that charge in them, '
+                                       'e.g. {"GBP": 4500}; variant prices apply in `currency` only.')
     required_skill: Slug | None = None
     resource_kind: Slug | None = None
     rebook_interval_days: int | None = Field(None, ge=1, le=730, description="e.g. 42 for a full groom every 6 weeks.")

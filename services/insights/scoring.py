@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from services.insights.profile import (
     AWARE, COMPLAINT, CONSIDER, INTEREST, PURCHASE, REFUND, STAGE_RANK, VISIT, Entry, Profile,
 )
+from shared.events.base import Currency
 
 DAY = 86_400.0
 DEFAULT_INTERVAL_DAYS = {
@@ -41,7 +42,7 @@ class ScoringConfig(BaseModel):
     monetary_thresholds_minor: tuple[int, int, int, int] = Field(
         (5_000, 20_000, 50_000, 150_000), description="12-month spend from which M is 2, 3, 4, 5, in "
                                                       "minor units of `currency`.")
-    currency: str = Field("CNY", description="The currency spend is counted in.")
+    currency: Currency = Field("CNY", description="The currency spend is counted in.")
     exchange_rates: dict[str, float] = Field(
         {}, description='Units of `currency` per unit of another, e.g. {"GBP": 9.0}: a chain selling in '
                         "several currencies counts its customers' spend in one. Spend in a currency without a "

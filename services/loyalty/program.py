@@ -12,6 +12,7 @@ from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import tenant_config
+from shared.events.base import Currency
 from shared.events.loyalty import TierName
 from shared.http import BIGINT_MAX
 from shared.timezones import IanaZone
@@ -63,10 +64,9 @@ class Program(BaseModel):
     expiry_months: Annotated[int, Field(ge=1, le=120)] = 12
     hold_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 15
     point_value_minor: Annotated[float, Field(gt=0, le=10_000, description="Money value of one point.")] = 1.0
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "CNY"
+    currency: Currency = "CNY"
     # Finite: JSON has no infinity, so a stored one would come back as null and break every read of the program.
-    exchange_rates: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")],
-                         Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+    exchange_rates: dict[Currency, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=dict, description="For chains with stores in several currencies: what one unit of each "
                                           "other currency is worth in `currency` (e.g. {\"AUD\": 4.7}).")
 

@@ -20,6 +20,8 @@ def _to_utc(value: datetime) -> datetime:
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]  # ISO 4217
+MinorUnits = Annotated[int, Field(ge=0, description="Amount in minor units (fen, cents).")]
 
 
 class Channel(StrEnum):

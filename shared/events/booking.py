@@ -9,11 +9,9 @@ from uuid import UUID
 
 from pydantic import Field
 
-from shared.events.base import Payload, Slug, Touchpoint, UtcDatetime
+from shared.events.base import Currency, MinorUnits, Payload, Slug, Touchpoint, UtcDatetime
 
 ShortText = Annotated[str, Field(max_length=200)]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-MinorUnits = Annotated[int, Field(ge=0, description="Amount in minor units (fen, cents).")]
 
 
 class BookedSubject(Payload):

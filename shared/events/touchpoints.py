@@ -11,13 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from shared.events.base import Payload, Slug, Touchpoint, UtcDatetime
+from shared.events.base import Currency, MinorUnits, Payload, Slug, Touchpoint, UtcDatetime
 from shared.events.booking import BOOKING_TOUCHPOINT_TYPES
 
 Text = Annotated[str, Field(max_length=2000)]
 ShortText = Annotated[str, Field(max_length=200)]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-MinorUnits = Annotated[int, Field(ge=0, description="Amount in minor units (fen, cents).")]
 
 
 # 1. Ad exposure
