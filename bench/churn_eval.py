@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from bench.common import ROOT, git_commit, uncommitted_files
-from services.insights.backtest import run_backtest
+from services.insights.backtest import Outcome, at_threshold, roc_auc, run_backtest
 from services.insights.customers import Changes, CustomerBook
 from services.insights.profile import Profile
 from services.insights.schema import TOUCHPOINTS
@@ -144,24 +144,17 @@ def bgnbd(profiles: list[Profile], as_of: datetime, horizon_days: int) -> dict:
         age.append((t / DAY - days[0]) / 7)
         churned.append(not any(t < v.at <= until for v in visits))
     x, recency, age, churned = (np.array(a, dtype=float) for a in (x, recency, age, churned))
-    churned = churned.astype(bool)
     with warnings.catch_warnings():  # lifetimes' standard errors take square roots of negative variances
         warnings.simplefilter("ignore", RuntimeWarning)
         fitter = BetaGeoFitter(penalizer_coef=0.0).fit(x, recency, age)
     r, alpha = fitter.params_["r"], fitter.params_["alpha"]
     alive = fitter.conditional_probability_alive(x, recency, age)
     no_purchase = (1 - alive) + alive * ((alpha + age) / (alpha + age + horizon_days / 7)) ** (r + x)
+    # scored with the backtest's own measures
+    scored = [Outcome(float(risk), bool(c), True) for risk, c in zip(no_purchase, churned)]
     return {"params": {k: round(float(v), 4) for k, v in fitter.params_.items()}, "customers": len(x),
-            "roc_auc": round(_auc(no_purchase, churned), 4),
-            **{f"accuracy_at_{th}": round(float(((no_purchase >= th) == churned).mean()), 4) for th in (0.5, 0.7)}}
-
-
-def _auc(scores, labels) -> float:
-    from scipy.stats import rankdata
-
-    ranks, positives = rankdata(scores), int(labels.sum())
-    negatives = len(labels) - positives
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+            "roc_auc": roc_auc(scored),
+            **{f"accuracy_at_{th}": at_threshold(scored, th)["accuracy"] for th in (0.5, 0.7)}}
 
 
 def evaluate(dataset: Dataset) -> dict:
