@@ -57,10 +57,13 @@ SERVICES = {
 }
 
 
-def local_price(cny_minor: int, store: Store) -> int:
-    """A price of the chain's list (CNY) in the store's currency, in its minor units."""
-    currency = CURRENCIES[store.region]
+def price_in(cny_minor: int, currency: str) -> int:
+    """A price of the chain's list (CNY) in another currency, in its minor units."""
     return cny_minor if currency == "CNY" else round(cny_minor / CNY_PER_UNIT[currency])
+
+
+def local_price(cny_minor: int, store: Store) -> int:
+    return price_in(cny_minor, CURRENCIES[store.region])
 
 
 SURNAMES_CN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林"

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from hub.simulate import CNY_PER_UNIT, CURRENCIES, PETS, SERVICES, STORES, Chain, Customer, Store, _ids, local_price
+from hub.simulate import (CNY_PER_UNIT, CURRENCIES, PETS, SERVICES, STORES, Chain, Customer, Store, _ids, local_price,
+                          price_in)
 
 WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STAFF_PER_STORE = 5
@@ -48,7 +49,7 @@ def services() -> dict:
             out[f"/v1/services/{service_id}"] = {
                 "name": service_id, "category": service_id, "duration_minutes": minutes, "variants": variants,
                 "buffer_after_minutes": 15, "price_minor": price,
-                "prices": {currency: round(price / rate) for currency, rate in CNY_PER_UNIT.items()},
+                "prices": {currency: price_in(price, currency) for currency in CNY_PER_UNIT},
                 "required_skill": "grooming" if kind == "grooming" else "detailing",
                 "resource_kind": "grooming_table" if kind == "grooming" else "wash_bay",
                 "rebook_interval_days": 42 if kind == "grooming" else 90}
