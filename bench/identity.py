@@ -7,7 +7,8 @@ DATABASE_URL's server, or on the local one at postgresql://postgres@127.0.0.1:54
                 /v1/customers/lookup calls before it builds the 360), as the API runs it with the tenant's
                 policy cached: the lookup's one statement on an autocommit connection (its own transaction,
                 see api.in_autocommit), the policy loaded once per process; P processes, each with its own
-                connection
+                connection; then the same through profiles.lookup_many, --lookup-batch identifiers per
+                statement (what POST /v1/customers/lookups runs)
   (b) merges    events that each carry the phone of one existing profile and the email of another, so every
                 event merges two persisted profiles, through resolve_events in batches of resolve_batch
 
@@ -117,7 +118,7 @@ def bench_import(db, settings, records: int, batch: int, workers: int, workdir: 
             "projected_s_for_1m": round(1_000_000 / (records / total_s))}
 
 
-def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float) -> tuple[int, int, float]:
+def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float, batch: int = 1) -> tuple[int, int, float]:
     settings = IdentitySettings(database_url=dsn)
     vault = Vault(secret)
     conn = psycopg2.connect(dsn, application_name="bench-lookup")
@@ -129,6 +130,14 @@ def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float) -> 
     started = time.perf_counter()
     deadline = started + seconds
     while time.perf_counter() < deadline:
+        if batch > 1:  # as POST /v1/customers/lookups runs them
+            start = done % len(values)
+            wanted = [("phone", v, None) for v in (values[start:] + values)[:batch]]
+            with conn.cursor() as cur:
+                results = profiles.lookup_many(cur, vault, policy, TENANT, wanted)
+            done += len(results)
+            found += sum(customer is not None for customer, _ in results)
+            continue
         for _ in range(200):
             value = values[done % len(values)]
             with conn.cursor() as cur:
@@ -140,7 +149,7 @@ def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float) -> 
     return done, found, elapsed
 
 
-def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float) -> dict:
+def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float, batch: int = 1) -> dict:
     rnd = random.Random(9)
     secret = settings.pii_master_key.get_secret_value()
     # 90% identifiers a customer holds, 10% unknown ones (a miss also checks the weak identifiers)
@@ -148,11 +157,15 @@ def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float
               for _ in range(20_000)]
     with ProcessPoolExecutor(processes) as pool:
         parts = list(pool.map(_lookup_worker, [dsn] * processes, [secret] * processes,
-                              [values[i::processes] for i in range(processes)], [seconds] * processes))
+                              [values[i::processes] for i in range(processes)], [seconds] * processes,
+                              [batch] * processes))
     done = sum(p[0] for p in parts)
     elapsed = max(p[2] for p in parts)
-    return {"via": "services.identity.profiles.lookup, one autocommit statement per lookup (as the API runs it)",
-            "processes": processes, "lookups": done, "hit_ratio": round(sum(p[1] for p in parts) / done, 3),
+    via = ("services.identity.profiles.lookup, one autocommit statement per lookup (as GET /v1/customers/lookup "
+           "runs it)" if batch == 1 else
+           f"services.identity.profiles.lookup_many, {batch} identifiers per autocommit statement (as POST "
+           "/v1/customers/lookups runs them)")
+    return {"via": via, "processes": processes, "batch": batch, "lookups": done, "hit_ratio": round(sum(p[1] for p in parts) / done, 3),
             "seconds": round(elapsed, 1), "lookups_per_s": round(done / elapsed)}
 
 
@@ -192,6 +205,7 @@ def main() -> dict:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=1, help="Import worker processes (hub import --workers).")
     parser.add_argument("--lookup-seconds", type=float, default=20)
+    parser.add_argument("--lookup-batch", type=int, default=1000, help="Identifiers per call in the batched lookups.")
     parser.add_argument("--merges", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="Lookup processes.")
     parser.add_argument("--skip", choices=["import", "lookups", "merges"], action="append", default=[])
@@ -220,6 +234,10 @@ def main() -> dict:
                     print(f"(a) lookups for {args.lookup_seconds:g}s in {args.processes} processes …", flush=True)
                     result["lookups"] = bench_lookups(dsn, settings, known, args.processes, args.lookup_seconds)
                     print(json.dumps(result["lookups"], indent=2), flush=True)
+                    print(f"(a) lookups of {args.lookup_batch} per call …", flush=True)
+                    result["lookups_batched"] = bench_lookups(dsn, settings, known, args.processes,
+                                                              args.lookup_seconds, args.lookup_batch)
+                    print(json.dumps(result["lookups_batched"], indent=2), flush=True)
             if "merges" not in args.skip:
                 print(f"(b) {args.merges:,} merging events …", flush=True)
                 result["merges"] = bench_merges(db, settings, vault, args.merges)

@@ -194,6 +194,20 @@ async def _customer(request: Request, caller: Principal, customer_id: UUID) -> d
     return found
 
 
+async def _with_policy(request: Request, tenant_id: str, lookup, *args):
+    """`lookup(cur, vault, policy, tenant_id, *args)`: usually the one statement, in autocommit; when the
+    tenant's policy is not cached, loading it may register the tenant, so that and the lookup commit
+    together."""
+    vault = request.app.state.vault
+    if (policy := cached_policy(request, tenant_id)) is not None:
+        return await in_autocommit(request, lookup, vault, policy, tenant_id, *args)
+
+    def with_fresh_policy(cur):
+        return lookup(cur, vault, tenant_policy(cur, request, tenant_id), tenant_id, *args)
+
+    return await in_transaction(request, with_fresh_policy)
+
+
 @customers.get("/lookup", response_model=Customer360, summary="Find the customer holding an identifier",
                responses={404: {"description": "No customer holds it"}, 422: {"description": "Not a valid identifier"}})
 async def lookup(
@@ -204,19 +218,46 @@ async def lookup(
     scope: Annotated[str | None, Query(description="App id (wechat_openid) or store id (pos_customer_id)",
                                        max_length=128)] = None,
 ):
-    def find(cur):
-        policy = tenant_policy(cur, request, caller.tenant_id)
-        return profiles.lookup(cur, request.app.state.vault, policy, caller.tenant_id, type, value, scope)
-
-    policy = cached_policy(request, caller.tenant_id)
-    if policy is not None:  # the usual case: the lookup is the one statement
-        customer_id = await in_autocommit(request, profiles.lookup, request.app.state.vault, policy,
-                                          caller.tenant_id, type, value, scope)
-    else:  # loading the policy may register the tenant: that and the lookup commit together
-        customer_id = await in_transaction(request, find)
+    customer_id = await _with_policy(request, caller.tenant_id, profiles.lookup, type, value, scope)
     if customer_id is None:
         raise HTTPException(404, "no customer holds this identifier")
     return await _customer(request, caller, customer_id)
+
+
+MAX_LOOKUPS = 1000
+
+
+class IdentifierQuery(BaseModel):
+    type: str = Field(description="phone, email, wechat_openid, …, or custom:<name>", max_length=48,
+                      pattern=ID_TYPE_PATTERN)
+    value: str = Field(min_length=1, max_length=256)
+    scope: str | None = Field(None, description="App id (wechat_openid) or store id (pos_customer_id)",
+                              max_length=128)
+
+
+class LookupsRequest(BaseModel):
+    identifiers: list[IdentifierQuery] = Field(min_length=1, max_length=MAX_LOOKUPS)
+
+
+class LookupResult(BaseModel):
+    customer_id: UUID | None = Field(description="Who holds the identifier (a merged profile's survivor); null "
+                                                 "when nobody does or it is not valid.")
+    error: str | None = Field(None, description="Why the identifier is not valid, e.g. not a phone number.")
+
+
+class LookupsResponse(BaseModel):
+    results: list[LookupResult] = Field(description="One per identifier asked, in the same order.")
+
+
+@customers.post("/lookups", response_model=LookupsResponse,
+                summary=f"Find who holds each of up to {MAX_LOOKUPS} identifiers, in one call",
+                description="For matching a list (an audience, a migration, a partner's file) against the "
+                            "customers: the rule of `GET /v1/customers/lookup` per identifier, answered with "
+                            "customer ids only. An invalid identifier gets its reason and stops no other.")
+async def lookups(request: Request, caller: CallerRead, body: LookupsRequest):
+    found = await _with_policy(request, caller.tenant_id, profiles.lookup_many,
+                               [(i.type, i.value, i.scope) for i in body.identifiers])
+    return {"results": [{"customer_id": customer_id, "error": error} for customer_id, error in found]}
 
 
 @customers.get("/{customer_id}", response_model=Customer360, summary="The customer 360",

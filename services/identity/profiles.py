@@ -8,7 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 from services.identity import store
-from services.identity.domain import IdKey, normalise
+from services.identity.domain import IdentifierError, IdKey, normalise
 from services.identity.errors import Gone
 from services.identity.pii import Vault, mask
 from services.identity.policy import TenantPolicy
@@ -223,3 +223,21 @@ def lookup(cur, vault: Vault, policy: TenantPolicy, tenant_id: str, id_type: str
            scope: str | None) -> UUID | None:
     key = identifier_key(policy, tenant_id, id_type, value, scope)
     return store.find_customer(cur, tenant_id, key.type, key.scope, store.token_of(vault, key))
+
+
+def lookup_many(cur, vault: Vault, policy: TenantPolicy, tenant_id: str,
+                wanted: list[tuple[str, str, str | None]]) -> list[tuple[UUID | None, str | None]]:
+    """`lookup` of each (type, value, scope) in one statement: per identifier its customer (None when
+    nobody holds it), or None and the reason it is not a valid identifier, which stops no other."""
+    results: list[tuple[UUID | None, str | None]] = []
+    keys: dict[int, IdKey] = {}
+    for n, (id_type, value, scope) in enumerate(wanted):
+        try:
+            keys[n] = identifier_key(policy, tenant_id, id_type, value, scope)
+            results.append((None, None))
+        except IdentifierError as exc:
+            results.append((None, str(exc)))
+    found = store.find_customers(cur, tenant_id, [(k.type, k.scope, store.token_of(vault, k)) for k in keys.values()])
+    for n, customer_id in zip(keys, found, strict=True):
+        results[n] = (customer_id, None)
+    return results

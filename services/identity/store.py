@@ -388,6 +388,20 @@ def find_customer(cur, tenant_id: str, id_type: str, scope: str, token: str) -> 
     return cur.fetchone()[0]
 
 
+# Many lookups in one round trip: the same rule per identifier (find_customer), results in input order.
+_FIND_CUSTOMERS = Prepared("identity_find_customers", ("text", "text[]", "text[]", "text[]"),
+                           "select identity.find_customer($1, q.id_type, q.id_scope, q.token) from "
+                           "unnest($2, $3, $4) with ordinality as q(id_type, id_scope, token, n) order by q.n")
+
+
+def find_customers(cur, tenant_id: str, keys: list[tuple[str, str, str]]) -> list[UUID | None]:
+    """find_customer for each (type, scope, token), in one statement."""
+    if not keys:
+        return []
+    _FIND_CUSTOMERS.execute(cur, (tenant_id, *bulk_sql.columns(keys, 3)))
+    return [row[0] for row in cur.fetchall()]
+
+
 def queue_for_matching(cur, rows: set[tuple[UUID, str]]) -> None:
     if rows:  # often queued already: insert ... on conflict rather than COPY
         cur.execute("insert into identity.match_queue (customer_id, tenant_id) "

@@ -99,6 +99,25 @@ def test_a_merged_id_answers_with_the_survivor_and_says_so(identity):
     assert second["customer_id"] in view["merged_ids"]
 
 
+def test_a_list_of_identifiers_is_looked_up_in_one_call_each_answered_in_its_place(identity, other_tenant_headers):
+    first = resolved(identity, *send(identity, touchpoint_doc(phone="13912340021")))
+    resolved(identity, *send(identity, touchpoint_doc(identifiers=[{"type": "email", "value": "list@x.cn"}])))
+    resolved(identity, *send(identity, touchpoint_doc(identifiers=[{"type": "phone", "value": "13912340021"},
+                                                                   {"type": "email", "value": "list@x.cn"}])))
+    asked = [{"type": "email", "value": " List@X.cn "}, {"type": "phone", "value": "abc"},
+             {"type": "phone", "value": "13912340029"}, {"type": "phone", "value": "+86 139 1234 0021"}]
+    response = identity.post("/v1/customers/lookups", json={"identifiers": asked}, headers=DEMO)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    # the merged profile's email answers with the survivor; a bad phone says why and stops nothing
+    assert [r["customer_id"] for r in results] == [first["customer_id"], None, None, first["customer_id"]]
+    assert "phone" in results[1]["error"] and [r["error"] for r in results[2:]] == [None, None]
+    elsewhere = identity.post("/v1/customers/lookups", json={"identifiers": asked}, headers=other_tenant_headers)
+    assert [r["customer_id"] for r in elsewhere.json()["results"]] == [None] * 4
+    too_many = identity.post("/v1/customers/lookups", json={"identifiers": asked * 251}, headers=DEMO)
+    assert too_many.status_code == 422 and "identifiers" in too_many.text
+
+
 def test_a_split_moves_identifiers_and_their_past_touchpoints_and_is_not_undone_by_the_next_event(identity):
     mom_phone, dad_card = "13912340003", "CARD-77"
     docs = send(identity,
