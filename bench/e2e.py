@@ -115,6 +115,7 @@ def run_stack(rate: float, seconds: float, reads: float) -> dict:
         fresh = httpx.get(insights + "/v1/touchpoints/freshness", headers=headers, timeout=120,
                           params={"since": since.isoformat()}).json()
     return {
+        "commit": git_commit(), "date": datetime.now(UTC).date().isoformat(),
         "offered_rate_per_s": rate, "seconds": seconds, **ingest, "stored": in_clickhouse,
         "until_all_stored_s": round(until_stored, 1),
         "sustained_touchpoints_per_s": round(in_clickhouse / until_stored),
@@ -149,7 +150,7 @@ def gather(e2e: dict) -> dict:
          "≤ 300", "insights"),
         ("webhook deliveries/s", webhooks.get("delivery", {}).get("deliveries_per_s"), "≥ 2,000", "webhooks"),
     ]
-    commits = {"e2e": git_commit(), "identity": identity.get("commit"),
+    commits = {"e2e": e2e.get("commit", git_commit()), "identity": identity.get("commit"),
                "insights": insights.get("commit"), "webhooks": webhooks.get("run", {}).get("commit")}
     return {"date": datetime.now(UTC).date().isoformat(), "cpu_count": os.cpu_count(), "commit": git_commit(),
             "table": [{"what": w, "measured": m, "target": t, "source": s, "commit": commits[s]} for w, m, t, s in rows],
@@ -181,7 +182,8 @@ def write_readme(table: str) -> None:
 
 
 def render(readme: bool = True) -> str:
-    """The table again from bench/e2e.json and the component results, without running anything."""
+    """The table again from bench/e2e.json and the component results, without running anything (after a
+    component benchmark)."""
     results = gather(json.loads((ROOT / "bench" / "e2e.json").read_text()))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     table = markdown(results)
