@@ -8,12 +8,13 @@ DATABASE_URL's server, or on the local one at postgresql://postgres@127.0.0.1:54
                 policy cached: the lookup's one statement on an autocommit connection (its own transaction,
                 see api.in_autocommit), the policy loaded once per process; P processes, each with its own
                 connection; then the same through profiles.lookup_many, --lookup-batch identifiers per
-                statement (what POST /v1/customers/lookups runs)
+                statement (what POST /v1/customers/lookups runs), and over HTTP: that endpoint of
+                `hub serve identity` (P API processes) from P keep-alive client processes
   (b) merges    events that each carry the phone of one existing profile and the email of another, so every
                 event merges two persisted profiles, through resolve_events in batches of resolve_batch
 
 Prints the results and writes bench/identity.json. Usage:
-  python bench/identity.py [--records 1000000] [--workers 1] [--batch 2000] [--lookup-seconds 20]
+  python bench/identity.py [--records 1000000] [--workers 1] [--batch 2000] [--lookup-seconds 20] [--lookup-batch 1000]
                            [--processes N] [--merges 20000] [--skip import|lookups|merges] [--keep]
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/identity.py` finds bench.common
 
-from bench.common import ROOT, fresh_database, run_info  # noqa: E402
+from bench.common import ROOT, fresh_database, run_info, running_service  # noqa: E402
 from services.identity import bulk_import as importer  # noqa: E402
 from services.identity import profiles, store  # noqa: E402
 from services.identity.pii import Vault  # noqa: E402
@@ -149,12 +150,16 @@ def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float, bat
     return done, found, elapsed
 
 
-def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float, batch: int = 1) -> dict:
+def _lookup_values(known: int) -> list[str]:
+    """90% phones a customer holds, 10% unknown ones (a miss also checks the weak identifiers)."""
     rnd = random.Random(9)
+    return [phone(rnd.randrange(known)) if rnd.random() < 0.9 else phone(50_000_000 + rnd.randrange(10**7))
+            for _ in range(20_000)]
+
+
+def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float, batch: int = 1) -> dict:
     secret = settings.pii_master_key.get_secret_value()
-    # 90% identifiers a customer holds, 10% unknown ones (a miss also checks the weak identifiers)
-    values = [phone(rnd.randrange(known)) if rnd.random() < 0.9 else phone(50_000_000 + rnd.randrange(10**7))
-              for _ in range(20_000)]
+    values = _lookup_values(known)
     with ProcessPoolExecutor(processes) as pool:
         parts = list(pool.map(_lookup_worker, [dsn] * processes, [secret] * processes,
                               [values[i::processes] for i in range(processes)], [seconds] * processes,
@@ -167,6 +172,47 @@ def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float
            "/v1/customers/lookups runs them)")
     return {"via": via, "processes": processes, "batch": batch, "lookups": done, "hit_ratio": round(sum(p[1] for p in parts) / done, 3),
             "seconds": round(elapsed, 1), "lookups_per_s": round(done / elapsed)}
+
+
+def _http_lookup_worker(base: str, headers: dict, values: list[str], seconds: float, batch: int) -> tuple[int, int, float]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    headers = {**headers, "Content-Type": "application/json"}
+    done = found = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        start = done % len(values)
+        body = json.dumps({"identifiers": [{"type": "phone", "value": v}
+                                           for v in (values[start:] + values)[:batch]]})
+        conn.request("POST", "/v1/customers/lookups", body=body, headers=headers)
+        response = conn.getresponse()
+        results = json.loads(response.read())["results"]
+        if response.status != 200:
+            raise RuntimeError(f"lookups answered {response.status}: {results}")
+        done += len(results)
+        found += sum(r["customer_id"] is not None for r in results)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return done, found, elapsed
+
+
+def bench_lookups_http(dsn: str, known: int, processes: int, seconds: float, batch: int, workdir: Path) -> dict:
+    """POST /v1/customers/lookups against `hub serve identity` as deployed, from `processes` clients."""
+    values = _lookup_values(known)
+    with running_service("identity", dsn, workdir, tenant=TENANT, api_processes=processes) as http:
+        with ProcessPoolExecutor(processes) as pool:
+            parts = list(pool.map(_http_lookup_worker, [http["base"]] * processes, [http["headers"]] * processes,
+                                  [values[i::processes] for i in range(processes)], [seconds] * processes,
+                                  [batch] * processes))
+    done = sum(p[0] for p in parts)
+    return {"via": f"POST /v1/customers/lookups, {batch} phones per request, {processes} keep-alive clients, against "
+                   f"`hub serve identity` ({processes} API processes beside the workers and ingestion processes)",
+            "processes": processes, "batch": batch, "lookups": done,
+            "hit_ratio": round(sum(p[1] for p in parts) / done, 3), "seconds": round(max(p[2] for p in parts), 1),
+            "lookups_per_s": round(done / max(p[2] for p in parts))}
 
 
 def _event(i: int, identifiers: list[dict], now: str):
@@ -238,6 +284,11 @@ def main() -> dict:
                     result["lookups_batched"] = bench_lookups(dsn, settings, known, args.processes,
                                                               args.lookup_seconds, args.lookup_batch)
                     print(json.dumps(result["lookups_batched"], indent=2), flush=True)
+                    print(f"(a/http) POST /v1/customers/lookups, {args.lookup_batch} per request …", flush=True)
+                    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+                        result["lookups_http"] = bench_lookups_http(dsn, known, args.processes, args.lookup_seconds,
+                                                                    args.lookup_batch, Path(tmp))
+                    print(json.dumps(result["lookups_http"], indent=2), flush=True)
             if "merges" not in args.skip:
                 print(f"(b) {args.merges:,} merging events …", flush=True)
                 result["merges"] = bench_merges(db, settings, vault, args.merges)
