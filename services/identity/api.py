@@ -208,31 +208,25 @@ async def _with_policy(request: Request, tenant_id: str, lookup, *args):
     return await in_transaction(request, with_fresh_policy)
 
 
-@customers.get("/lookup", response_model=Customer360, summary="Find the customer holding an identifier",
-               responses={404: {"description": "No customer holds it"}, 422: {"description": "Not a valid identifier"}})
-async def lookup(
-    request: Request, caller: CallerRead,
-    type: Annotated[str, Query(description="phone, email, wechat_openid, …, or custom:<name>", max_length=48,
-                               pattern=ID_TYPE_PATTERN)],
-    value: Annotated[str, Query(min_length=1, max_length=256)],
-    scope: Annotated[str | None, Query(description="App id (wechat_openid) or store id (pos_customer_id)",
-                                       max_length=128)] = None,
-):
-    customer_id = await _with_policy(request, caller.tenant_id, profiles.lookup, type, value, scope)
-    if customer_id is None:
-        raise HTTPException(404, "no customer holds this identifier")
-    return await _customer(request, caller, customer_id)
-
-
-MAX_LOOKUPS = 1000
-
-
 class IdentifierQuery(BaseModel):
     type: str = Field(description="phone, email, wechat_openid, …, or custom:<name>", max_length=48,
                       pattern=ID_TYPE_PATTERN)
     value: str = Field(min_length=1, max_length=256)
     scope: str | None = Field(None, description="App id (wechat_openid) or store id (pos_customer_id)",
                               max_length=128)
+
+
+@customers.get("/lookup", response_model=Customer360, summary="Find the customer holding an identifier",
+               responses={404: {"description": "No customer holds it"}, 422: {"description": "Not a valid identifier"}})
+async def lookup(request: Request, caller: CallerRead, wanted: Annotated[IdentifierQuery, Query()]):
+    customer_id = await _with_policy(request, caller.tenant_id, profiles.lookup, wanted.type, wanted.value,
+                                     wanted.scope)
+    if customer_id is None:
+        raise HTTPException(404, "no customer holds this identifier")
+    return await _customer(request, caller, customer_id)
+
+
+MAX_LOOKUPS = 1000
 
 
 class LookupsRequest(BaseModel):
