@@ -14,8 +14,9 @@ DATABASE_URL's server, or on the local one at postgresql://postgres@127.0.0.1:54
                 event merges two persisted profiles, through resolve_events in batches of resolve_batch
 
 Prints the results and writes bench/identity.json. Usage:
-  python bench/identity.py [--records 1000000] [--workers 1] [--batch 2000] [--lookup-seconds 20] [--lookup-batch 1000]
-                           [--processes N] [--merges 20000] [--skip import|lookups|merges] [--keep]
+  python bench/identity.py [--records 1000000] [--workers 1] [--batch 2000] [--lookup-seconds 20]
+                           [--lookup-batch 1000] [--processes N] [--merges 20000]
+                           [--skip import|lookups|merges] [--keep]
 """
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ def bench_import(db, settings, records: int, batch: int, workers: int, workdir: 
             "projected_s_for_1m": round(1_000_000 / (records / total_s))}
 
 
-def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float, batch: int = 1) -> tuple[int, int, float]:
+def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float,
+                   batch: int = 1) -> tuple[int, int, float]:
     settings = IdentitySettings(database_url=dsn)
     vault = Vault(secret)
     conn = psycopg2.connect(dsn, application_name="bench-lookup")
@@ -132,8 +134,7 @@ def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float, bat
     deadline = started + seconds
     while time.perf_counter() < deadline:
         if batch > 1:  # as POST /v1/customers/lookups runs them
-            start = done % len(values)
-            wanted = [("phone", v, None) for v in (values[start:] + values)[:batch]]
+            wanted = [("phone", v, None) for v in _window(values, done, batch)]
             with conn.cursor() as cur:
                 results = profiles.lookup_many(cur, vault, policy, TENANT, wanted)
             done += len(results)
@@ -150,6 +151,19 @@ def _lookup_worker(dsn: str, secret: str, values: list[str], seconds: float, bat
     return done, found, elapsed
 
 
+def _window(values: list[str], start: int, n: int) -> list[str]:
+    """`n` values from `start` on, wrapping around."""
+    start %= len(values)
+    return (values[start:] + values)[:n]
+
+
+def _summary(parts: list[tuple[int, int, float]]) -> dict:
+    """The workers' (lookups, found, seconds) together."""
+    done, elapsed = sum(p[0] for p in parts), max(p[2] for p in parts)
+    return {"lookups": done, "hit_ratio": round(sum(p[1] for p in parts) / done, 3), "seconds": round(elapsed, 1),
+            "lookups_per_s": round(done / elapsed)}
+
+
 def _lookup_values(known: int) -> list[str]:
     """90% phones a customer holds, 10% unknown ones (a miss also checks the weak identifiers)."""
     rnd = random.Random(9)
@@ -164,17 +178,15 @@ def bench_lookups(dsn: str, settings, known: int, processes: int, seconds: float
         parts = list(pool.map(_lookup_worker, [dsn] * processes, [secret] * processes,
                               [values[i::processes] for i in range(processes)], [seconds] * processes,
                               [batch] * processes))
-    done = sum(p[0] for p in parts)
-    elapsed = max(p[2] for p in parts)
     via = ("services.identity.profiles.lookup, one autocommit statement per lookup (as GET /v1/customers/lookup "
            "runs it)" if batch == 1 else
            f"services.identity.profiles.lookup_many, {batch} identifiers per autocommit statement (as POST "
            "/v1/customers/lookups runs them)")
-    return {"via": via, "processes": processes, "batch": batch, "lookups": done, "hit_ratio": round(sum(p[1] for p in parts) / done, 3),
-            "seconds": round(elapsed, 1), "lookups_per_s": round(done / elapsed)}
+    return {"via": via, "processes": processes, "batch": batch, **_summary(parts)}
 
 
-def _http_lookup_worker(base: str, headers: dict, values: list[str], seconds: float, batch: int) -> tuple[int, int, float]:
+def _http_lookup_worker(base: str, headers: dict, values: list[str], seconds: float,
+                        batch: int) -> tuple[int, int, float]:
     import http.client
     from urllib.parse import urlsplit
 
@@ -184,14 +196,13 @@ def _http_lookup_worker(base: str, headers: dict, values: list[str], seconds: fl
     done = found = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        start = done % len(values)
-        body = json.dumps({"identifiers": [{"type": "phone", "value": v}
-                                           for v in (values[start:] + values)[:batch]]})
+        body = json.dumps({"identifiers": [{"type": "phone", "value": v} for v in _window(values, done, batch)]})
         conn.request("POST", "/v1/customers/lookups", body=body, headers=headers)
         response = conn.getresponse()
-        results = json.loads(response.read())["results"]
+        answer = response.read()
         if response.status != 200:
-            raise RuntimeError(f"lookups answered {response.status}: {results}")
+            raise RuntimeError(f"lookups answered {response.status}: {answer[:500]!r}")
+        results = json.loads(answer)["results"]
         done += len(results)
         found += sum(r["customer_id"] is not None for r in results)
     elapsed = time.perf_counter() - started
@@ -207,12 +218,9 @@ def bench_lookups_http(dsn: str, known: int, processes: int, seconds: float, bat
             parts = list(pool.map(_http_lookup_worker, [http["base"]] * processes, [http["headers"]] * processes,
                                   [values[i::processes] for i in range(processes)], [seconds] * processes,
                                   [batch] * processes))
-    done = sum(p[0] for p in parts)
     return {"via": f"POST /v1/customers/lookups, {batch} phones per request, {processes} keep-alive clients, against "
                    f"`hub serve identity` ({processes} API processes beside the workers and ingestion processes)",
-            "processes": processes, "batch": batch, "lookups": done,
-            "hit_ratio": round(sum(p[1] for p in parts) / done, 3), "seconds": round(max(p[2] for p in parts), 1),
-            "lookups_per_s": round(done / max(p[2] for p in parts))}
+            "processes": processes, "batch": batch, **_summary(parts)}
 
 
 def _event(i: int, identifiers: list[dict], now: str):
