@@ -134,7 +134,7 @@ async def hold(body: HoldIn, request: Request, caller: CallerBooking):
         store = catalog.store_rules(cur, caller.tenant_id, body.store_id)
         start = appts.resolve_start(body.starts_at, body.local_start, store)
         return lifecycle.hold(cur, caller.tenant_id, body.store_id, body.service_id, start, body.customer.domain(),
-                              body.channel.value, utcnow(), body.staff_id, body.notes)
+                              body.channel.value, utcnow(), body.staff_id, body.notes, store)
 
     return await in_transaction(request, run)
 
@@ -164,7 +164,7 @@ async def reschedule(appointment_id: UUID, body: RescheduleIn, request: Request,
         row = appts.get(cur, caller.tenant_id, appointment_id)
         store = catalog.store_rules(cur, caller.tenant_id, row["store_id"])
         start = appts.resolve_start(body.starts_at, body.local_start, store)
-        return lifecycle.reschedule(cur, caller.tenant_id, appointment_id, start, utcnow(), body.staff_id)
+        return lifecycle.reschedule(cur, caller.tenant_id, appointment_id, start, utcnow(), body.staff_id, store)
 
     return await in_transaction(request, run)
 

@@ -79,8 +79,10 @@ class Context:
         return Request(self.store, self.service, subject, self.staff, now, staff_id)
 
 
-def load_context(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str | None = None) -> Context:
-    store = catalog.store_rules(cur, tenant_id, store_id)
+def load_context(cur, tenant_id: str, store_id: str, service_id: str, staff_id: str | None = None,
+                 store: Store | None = None) -> Context:
+    """The rules a booking at the store is checked against; `store`, when the caller read it already."""
+    store = store or catalog.store_rules(cur, tenant_id, store_id)
     service = catalog.service_rules(cur, tenant_id, service_id)
     if staff_id is not None:
         catalog.get_staff(cur, tenant_id, staff_id)  # 404 for an unknown staff member

@@ -9,12 +9,13 @@ from uuid import UUID
 from services.booking import appointments as appts
 from services.booking import catalog, events, waitlist
 from services.booking.appointments import Customer, Placement, rule_subject
+from services.booking.rules import Store
 from shared.errors import Conflict, Invalid
 
 
 def hold(cur, tenant_id: str, store_id: str, service_id: str, start: datetime, customer: Customer, channel: str,
-         now: datetime, staff_id: str | None = None, notes: str | None = None) -> dict:
-    ctx = appts.load_context(cur, tenant_id, store_id, service_id, staff_id)
+         now: datetime, staff_id: str | None = None, notes: str | None = None, store: Store | None = None) -> dict:
+    ctx = appts.load_context(cur, tenant_id, store_id, service_id, staff_id, store)
     req = ctx.request(customer.rule_subject(), now, staff_id)
     expires = now + timedelta(minutes=ctx.store.policy.hold_minutes)
     created: list[dict] = []
@@ -69,9 +70,9 @@ def _after_confirm(cur, row: dict, now: datetime) -> None:
 
 
 def reschedule(cur, tenant_id: str, appointment_id: UUID, start: datetime, now: datetime,
-               staff_id: str | None = None) -> dict:
+               staff_id: str | None = None, store: Store | None = None) -> dict:
     row = _transition(cur, tenant_id, appointment_id, ("held", "confirmed"), "reschedule")
-    ctx = appts.load_context(cur, tenant_id, row["store_id"], row["service_id"], staff_id)
+    ctx = appts.load_context(cur, tenant_id, row["store_id"], row["service_id"], staff_id, store)
     req = ctx.request(rule_subject(row["subject"]), now, staff_id)
     before = dict(row)
 
