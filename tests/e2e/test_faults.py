@@ -194,7 +194,8 @@ def test_no_two_live_appointments_overlap(stack):
 
 
 def test_every_service_is_ready_and_nothing_is_stuck_in_an_outbox(stack):
-    assert stack.all_ready()
+    # the drill's own bar: one /readyz probe (2 s) can miss under CI's load, a stuck service cannot pass
+    assert wait_for(stack.all_ready, BACK_WITHIN_S), f"not ready: {[n for n in SERVICES if not stack.ready(n)]}"
     dsn = stack.postgres_dsn()
     assert wait_for(lambda: sum(sql(dsn, f"select count(*) from {schema}.outbox where published_at is null")[0][0]
                                 for schema in ("identity", "booking", "loyalty", "feedback")) == 0, 120)
