@@ -414,8 +414,9 @@ def record_rejected(cur, rows: list[tuple]) -> None:
                                                                   "value_enc", "key_id", "reason", "seen_at"), rows)
 
 
-def replace_blocking_keys(cur, tenant_id: str, customer_id: UUID, tokens: list[str]) -> None:
-    cur.execute("delete from identity.blocking_keys where customer_id = %s", (customer_id,))
-    if tokens:
-        _values(cur, "insert into identity.blocking_keys (tenant_id, token, customer_id) values %s "
-                     "on conflict do nothing", [(tenant_id, t, customer_id) for t in tokens])
+def replace_blocking_keys(cur, rows: list[tuple[str, str, UUID]], customer_ids: list[UUID]) -> None:
+    """These profiles' blocking keys are now `rows` (tenant, token, customer) and nothing else."""
+    cur.execute("delete from identity.blocking_keys where customer_id = any(%s)", (customer_ids,))
+    if rows:  # on conflict: a profile re-queued meanwhile may be keyed by another worker's batch too
+        cur.execute("insert into identity.blocking_keys (tenant_id, token, customer_id) select * from "
+                    + bulk_sql.unnest(("text", "text", "uuid")) + " on conflict do nothing", bulk_sql.columns(rows, 3))

@@ -16,6 +16,7 @@ from services.identity.pii import Vault
 from services.identity.errors import Conflict, NotFound
 from services.identity.privacy import active_customer
 from services.identity.settings import IdentitySettings
+from shared import bulk_sql
 from shared.bus.outbox import enqueue
 from shared.bus.worker import BackgroundWorker
 from shared.db import Database
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def profile_facts(cur, vault: Vault, customer_ids: list[UUID]) -> dict[UUID, matching.ProfileFacts]:
     """What matching may compare, decrypted, for many profiles at once."""
+    if not customer_ids:
+        return {}
     fields: dict[UUID, dict[str, list]] = {c: {"names": [], "birth_dates": [], "addresses": [], "phones": [],
                                                "emails": [], "weak_ids": []} for c in customer_ids}
     rows = []
@@ -53,50 +56,77 @@ def profile_facts(cur, vault: Vault, customer_ids: list[UUID]) -> dict[UUID, mat
 
 
 def process_queue(db: Database, vault: Vault, settings: IdentitySettings) -> int:
-    """Score the next batch of queued profiles; returns how many were taken off the queue."""
+    """Score the next batch of queued profiles; returns how many were taken off the queue. Set-based: a
+    handful of statements per batch, not per profile (one per profile was most of the hub's SQL)."""
     with db.transaction() as cur:
         cur.execute("delete from identity.match_queue where customer_id in (select customer_id from "
                     "identity.match_queue order by queued_at limit %s for update skip locked) "
-                    "returning customer_id, tenant_id", (settings.match_batch,))
-        queued = cur.fetchall()
+                    "returning customer_id, tenant_id, queued_at", (settings.match_batch,))
+        queued = sorted(cur.fetchall(), key=lambda r: r[2])
         if not queued:
             return 0
         cur.execute("select customer_id from identity.customers where customer_id = any(%s) and status = 'active'",
-                    ([c for c, _ in queued],))
+                    ([c for c, *_ in queued],))
         active = {r[0] for r in cur.fetchall()}
-        tenants = {c: t for c, t in queued if c in active}
+        tenants = {c: t for c, t, _ in queued if c in active}
         policies = store.tenant_policies(cur, set(tenants.values()), settings.default_region)
         facts = profile_facts(cur, vault, list(tenants))
-        for cid, tenant in tenants.items():
-            _match_one(cur, vault, settings, policies[tenant], tenant, cid, facts[cid])
+        tokens = {cid: sorted({vault.token(tenant, "block", k) for k in matching.blocking_keys(facts[cid])})
+                  for cid, tenant in tenants.items()}
+        store.replace_blocking_keys(cur, [(tenants[cid], t, cid) for cid, ts in tokens.items() for t in ts],
+                                    list(tenants))
+        candidates = _candidates(cur, tenants, tokens, settings.match_block_limit)
+        facts.update(profile_facts(cur, vault, list({o for others in candidates.values() for o in others} - facts.keys())))
+        merged: set[UUID] = set()  # auto-merged in this batch: their facts are stale, their survivor re-queued
+        for cid, tenant in tenants.items():  # in queue order
+            if cid not in merged:
+                others = [o for o in candidates.get(cid, []) if o not in merged]
+                merged |= _file_suggestions(cur, vault, policies[tenant], tenant, cid, others, facts)
         return len(queued)
 
 
-def _match_one(cur, vault: Vault, settings: IdentitySettings, policy, tenant: str, cid: UUID,
-               facts: matching.ProfileFacts) -> None:
-    tokens = sorted({vault.token(tenant, "block", k) for k in matching.blocking_keys(facts)})
-    store.replace_blocking_keys(cur, tenant, cid, tokens)
-    if not tokens:
-        return
+def _candidates(cur, tenants: dict[UUID, str], tokens: dict[UUID, list[str]], block_limit: int) -> dict[UUID, list[UUID]]:
+    """Each profile's active candidates: sharing a blocking key held by at most `block_limit` profiles,
+    and neither suggested already (unless obsolete) nor blocked as a pair. A pair is proposed once, to
+    the profile queued first."""
+    rows = [(cid, tenants[cid], t) for cid, ts in tokens.items() for t in ts]
+    if not rows:
+        return {}
     cur.execute(
-        "with selective as (select token from identity.blocking_keys where tenant_id = %s and token = any(%s) "
-        " group by token having count(*) <= %s) "
-        "select distinct b.customer_id from identity.blocking_keys b join selective using (token) "
+        "with asked (customer_id, tenant_id, token) as (select * from " + bulk_sql.unnest(("uuid", "text", "text"))
+        + "), selective as (select b.tenant_id, b.token from identity.blocking_keys b "
+        " join (select distinct tenant_id, token from asked) a using (tenant_id, token) "
+        " group by b.tenant_id, b.token having count(*) <= %s) "
+        "select distinct a.customer_id, b.customer_id from asked a join selective s using (tenant_id, token) "
+        "join identity.blocking_keys b on b.tenant_id = a.tenant_id and b.token = a.token "
         "join identity.customers c on c.customer_id = b.customer_id and c.status = 'active' "
-        "where b.tenant_id = %s and b.customer_id <> %s "
-        "and not exists (select 1 from identity.match_suggestions s where s.tenant_id = %s "
-        " and s.customer_a = least(b.customer_id, %s) and s.customer_b = greatest(b.customer_id, %s) "
-        " and s.status <> 'obsolete') "
-        "and not exists (select 1 from identity.merge_blocks m where m.tenant_id = %s "
-        " and m.customer_a = least(b.customer_id, %s) and m.customer_b = greatest(b.customer_id, %s))",
-        (tenant, tokens, settings.match_block_limit, tenant, cid, tenant, cid, cid, tenant, cid, cid),
+        "where b.customer_id <> a.customer_id "
+        "and not exists (select 1 from identity.match_suggestions m where m.tenant_id = a.tenant_id "
+        " and m.customer_a = least(a.customer_id, b.customer_id) and m.customer_b = greatest(a.customer_id, b.customer_id) "
+        " and m.status <> 'obsolete') "
+        "and not exists (select 1 from identity.merge_blocks m where m.tenant_id = a.tenant_id "
+        " and m.customer_a = least(a.customer_id, b.customer_id) and m.customer_b = greatest(a.customer_id, b.customer_id))",
+        (*bulk_sql.columns(rows, 3), block_limit),
     )
-    candidates = [r[0] for r in cur.fetchall()]
-    if not candidates:
-        return
-    others = profile_facts(cur, vault, candidates)
-    for other, other_facts in others.items():
-        result = matching.score(facts, other_facts)
+    found: dict[UUID, set[UUID]] = {}
+    for cid, other in cur.fetchall():
+        found.setdefault(cid, set()).add(other)
+    out: dict[UUID, list[UUID]] = {}
+    proposed: set[tuple[UUID, UUID]] = set()
+    for cid in tenants:  # queue order
+        for other in sorted(found.get(cid, ())):
+            pair = (min(cid, other), max(cid, other))
+            if pair not in proposed:
+                proposed.add(pair)
+                out.setdefault(cid, []).append(other)
+    return out
+
+
+def _file_suggestions(cur, vault: Vault, policy, tenant: str, cid: UUID, candidates: list[UUID],
+                      facts: dict[UUID, matching.ProfileFacts]) -> set[UUID]:
+    """File the pairs that score above the tenant's threshold; returns the profiles auto-merged."""
+    for other in candidates:
+        result = matching.score(facts[cid], facts[other])
         if result.score < policy.suggest_threshold:
             continue
         a, b = sorted((cid, other))
@@ -116,7 +146,8 @@ def _match_one(cur, vault: Vault, settings: IdentitySettings, policy, tenant: st
                        evidence=[{"score": result.score, "reasons": list(result.reasons)}])
             cur.execute("update identity.match_suggestions set status = 'auto_merged', decided_at = now(), "
                         "decided_by = 'matcher' where suggestion_id = %s", (row[0],))
-            return  # this profile is merged now; the survivor is re-queued and matched afresh
+            return {a, b}  # merged now; the survivor is re-queued and matched afresh
+    return set()
 
 
 def merge_pair(cur, vault: Vault, tenant: str, a: UUID, b: UUID, *, rule: str, decided_by: str,

@@ -137,6 +137,19 @@ def test_the_mapping_sets_the_tenant_policy_and_export_applies_auto_merges(db, s
     assert found["M3"] != found["M1"]
 
 
+def test_three_records_of_one_person_matched_in_one_batch_end_as_one_customer(db, settings, tmp_path):
+    """The matcher scores a batch of profiles at once: an auto-merge inside it must not stop the batch,
+    and the survivor is matched afresh, so the third record joins it too."""
+    rows = [["T1", "Mei", "Lin", "13911120001", "", "1988-05-17", "F", "88 Huaihai Rd", "Shanghai"],
+            ["T2", "Mei", "Lin", "13911120002", "", "1988-05-17", "F", "88 Huaihai Road", "Shanghai"],
+            ["T3", "Mei", "Lin", "13911120003", "", "1988-05-17", "F", "88 Huaihai Rd.", "Shanghai"],
+            ["T4", "Bo", "Xu", "13911120004", "", "1970-01-02", "M", "", ""]]
+    customers_import(db, settings, write_csv(tmp_path / "c.csv", rows))
+    found = clusters(db, settings, tmp_path / "clusters.csv")
+    assert found["T1"] == found["T2"] == found["T3"] != found["T4"]
+    assert scalar(db, "select count(*) from identity.match_suggestions where status = 'auto_merged'") == 2
+
+
 def test_an_interrupted_import_resumes_and_imports_no_row_twice(db, settings, tmp_path):
     path = write_csv(tmp_path / "customers.csv", ROWS)
     calls = []
