@@ -134,9 +134,11 @@ def _persist(cur, vault: Vault, items: list[Classified], plan: Plan, now: dateti
     outbox.extend((CUSTOMERS_CHANGES, str(e.customer_id), e)
                   for e in projection.record_consents(cur, items, customer_of, now))
     projection.record_facts(cur, items, customer_of)
+    # Re-matched when what matching compares changed: a new profile, new attributes, a newly held weak
+    # identifier (a car seen again under its known plate changes nothing).
+    rematch = changed | plan.new_customers.keys() | {plan.canonical(c) for _, c in plan.weak_links}
     store.queue_for_matching(cur, {(customer_of[i.event.event_id], i.event.tenant_id) for i in items
-                                   if customer_of[i.event.event_id] in changed or i.weak
-                                   or customer_of[i.event.event_id] in plan.new_customers})
+                                   if customer_of[i.event.event_id] in rematch})
     for item in items:
         cid = customer_of[item.event.event_id]
         trace = trace_of(item.event.event_id) if trace_of else item.event.trace

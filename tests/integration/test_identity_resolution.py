@@ -169,3 +169,19 @@ def test_no_operation_merges_customers_of_two_tenants(db, resolve):
     resolve(delivery(identifiers=[("phone", "13912345678"), ("email", "x@example.cn")], tenant_id="chain-b"))
     assert count(db, "select count(*) from identity.customers where status = 'active'") == 2
     assert count(db, "select count(*) from identity.decisions") == 0
+
+
+def test_a_profile_is_queued_for_matching_when_what_matching_compares_changes_not_on_every_visit(db, resolve):
+    """A car seen again under its known plate adds nothing to compare; a new plate does."""
+    first = delivery([("phone", "13912345991"), ("license_plate", "沪A12345")])
+    resolve(first)
+    cid = customer_of(db, first)
+    queued = "select count(*) from identity.match_queue where customer_id = %s"
+    assert count(db, queued, cid) == 1  # a new profile
+    with db.transaction() as cur:
+        cur.execute("delete from identity.match_queue")
+
+    resolve(delivery([("phone", "13912345991"), ("license_plate", "沪A 12345")]))
+    assert count(db, queued, cid) == 0
+    resolve(delivery([("phone", "13912345991"), ("license_plate", "沪B67890")]))
+    assert count(db, queued, cid) == 1
