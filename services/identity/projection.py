@@ -9,6 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 import orjson
+from psycopg2.extras import execute_batch, execute_values
 
 from services.identity.domain import Classified
 from services.identity.pii import Vault
@@ -68,7 +69,7 @@ _ATTRIBUTE_COLUMNS = (("tenant_id", "text"), ("customer_id", "uuid"), ("attribut
 
 def record_profiles(cur, vault: Vault, items: list[Classified], customer_of: dict[UUID, UUID]) -> set[UUID]:
     """Attributes and subjects from profile.updated events; returns the customers whose profile changed."""
-    attributes, changed = [], set()
+    attributes, subjects, changed = [], [], set()
     for item in items:
         event = item.event
         if not isinstance(event, ProfileUpdated):
@@ -82,46 +83,40 @@ def record_profiles(cur, vault: Vault, items: list[Classified], customer_of: dic
                 attributes.append((event.tenant_id, cid, name, vault.encrypt(cid, str(value)), cid, source,
                                    event.payload.verified, event.occurred_at, event.event_id))
         for pet in event.payload.pets:
-            _upsert_subject(cur, event.tenant_id, cid, "pet", f"{pet.name.strip().lower()}|{pet.species}",
-                            pet.model_dump(mode="json", exclude_none=True), event.occurred_at)
+            subjects.append((event.tenant_id, cid, "pet", f"{pet.name.strip().lower()}|{pet.species}",
+                             orjson.dumps(pet.model_dump(mode="json", exclude_none=True)).decode(), event.occurred_at))
         for vehicle in event.payload.vehicles:
             plate = "".join(vehicle.plate.split()).upper()
             fields = vehicle.model_dump(mode="json", exclude_none=True, exclude={"plate"})
             fields.update(plate_enc=base64.b64encode(vault.encrypt(cid, plate)).decode(), key_id=str(cid))
-            _upsert_subject(cur, event.tenant_id, cid, "vehicle", vault.token(event.tenant_id, "plate", plate),
-                            fields, event.occurred_at)
+            subjects.append((event.tenant_id, cid, "vehicle", vault.token(event.tenant_id, "plate", plate),
+                             orjson.dumps(fields).decode(), event.occurred_at))
     if attributes:
         bulk_sql.insert_rows(cur, "identity.profile_attributes", _ATTRIBUTE_COLUMNS, attributes)
+    # Newer observations win field by field; an older (late) event only fills fields still missing. One
+    # statement per observation, in order (one pet twice in a batch), sent together in one round trip.
+    execute_batch(cur, "insert into identity.subjects (tenant_id, customer_id, kind, subject_key, attributes, "
+                       "updated_at) values (%s, %s, %s, %s, %s, %s) on conflict (customer_id, kind, subject_key) do "
+                       "update set attributes = case when excluded.updated_at >= subjects.updated_at "
+                       "  then subjects.attributes || excluded.attributes else excluded.attributes || subjects.attributes "
+                       "end, updated_at = greatest(subjects.updated_at, excluded.updated_at)", subjects, page_size=500)
     return changed
 
 
-def _upsert_subject(cur, tenant_id: str, cid: UUID, kind: str, key: str, attributes: dict, at: datetime) -> None:
-    """Newer observations win field by field; an older (late) event only fills fields still missing."""
-    cur.execute(
-        "insert into identity.subjects (tenant_id, customer_id, kind, subject_key, attributes, updated_at) "
-        "values (%s, %s, %s, %s, %s, %s) on conflict (customer_id, kind, subject_key) do update set "
-        "attributes = case when excluded.updated_at >= subjects.updated_at "
-        "  then subjects.attributes || excluded.attributes else excluded.attributes || subjects.attributes end, "
-        "updated_at = greatest(subjects.updated_at, excluded.updated_at)",
-        (tenant_id, cid, kind, key, orjson.dumps(attributes).decode(), at),
-    )
-
-
 def record_consents(cur, items: list[Classified], customer_of: dict[UUID, UUID], now: datetime) -> list:
-    """Consent touchpoints into the history; returns the customer.consent_changed events to publish."""
-    announced = []
-    for item in items:
-        event = item.event
-        if not isinstance(event, ConsentChanged):
-            continue
-        cid = customer_of[event.event_id]
-        changed = add_consent(cur, event.tenant_id, cid, event.payload.purpose, event.payload.granted,
-                              f"channel:{event.channel.value}", event.payload.evidence, event.occurred_at,
-                              event.event_id)
-        if changed:
-            announced.append(consent_event(event.tenant_id, cid, event.payload.purpose, event.payload.granted,
-                                           f"channel:{event.channel.value}", event.occurred_at, now))
-    return announced
+    """Consent touchpoints into the history (one statement for the batch); returns the
+    customer.consent_changed events to publish, for the ones not recorded before."""
+    consents = [(item.event, customer_of[item.event.event_id]) for item in items
+                if isinstance(item.event, ConsentChanged)]
+    if not consents:
+        return []
+    recorded = {row[0] for row in execute_values(
+        cur, "insert into identity.consents (consent_id, tenant_id, customer_id, purpose, granted, source, evidence, "
+             "effective_at, event_id) values %s on conflict (event_id) do nothing returning event_id",
+        [(uuid.uuid4(), e.tenant_id, cid, e.payload.purpose, e.payload.granted, f"channel:{e.channel.value}",
+          e.payload.evidence, e.occurred_at, e.event_id) for e, cid in consents], fetch=True, page_size=1000)}
+    return [consent_event(e.tenant_id, cid, e.payload.purpose, e.payload.granted, f"channel:{e.channel.value}",
+                          e.occurred_at, now) for e, cid in consents if e.event_id in recorded]
 
 
 def add_consent(cur, tenant_id: str, customer_id: UUID, purpose: str, granted: bool, source: str,
@@ -147,6 +142,7 @@ def consent_event(tenant_id: str, customer_id: UUID, purpose: str, granted: bool
 def record_facts(cur, items: list[Classified], customer_of: dict[UUID, UUID]) -> None:
     """Last NPS and appointments from other services' touchpoints, newest by event time."""
     updates: dict[UUID, tuple[str, dict]] = {}
+    appointments = []
     for item in items:
         event, cid = item.event, customer_of[item.event.event_id]
         at = event.occurred_at.isoformat()
@@ -163,8 +159,20 @@ def record_facts(cur, items: list[Classified], customer_of: dict[UUID, UUID]) ->
             updates[cid] = (tenant, current)
         status = APPOINTMENT_STATUS.get(event.type)
         if status and getattr(payload, "appointment_id", None):
-            _record_appointment(cur, event, cid, status)
+            appointments.append((event.tenant_id, str(payload.appointment_id), cid, event.store_id,
+                                 getattr(payload, "service_id", None), getattr(payload, "starts_at", None), status,
+                                 event.occurred_at))
     _store_facts(cur, updates, lambda old_at, new_at: old_at < new_at)
+    # In order, one statement per change (held, then confirmed, of one appointment in one batch), one round trip.
+    execute_batch(
+        cur, "insert into identity.customer_appointments (tenant_id, appointment_id, customer_id, store_id, "
+             "service_id, starts_at, status, status_at) values (%s, %s, %s, %s, %s, %s, %s, %s) "
+             "on conflict (tenant_id, appointment_id) do update set "
+             "starts_at = coalesce(excluded.starts_at, customer_appointments.starts_at), "
+             "service_id = coalesce(excluded.service_id, customer_appointments.service_id), "
+             "status = case when excluded.status_at >= customer_appointments.status_at then excluded.status "
+             "  else customer_appointments.status end, "
+             "status_at = greatest(excluded.status_at, customer_appointments.status_at)", appointments, page_size=500)
 
 
 def set_facts(cur, facts: list[tuple[str, UUID, str, object, datetime]]) -> None:
@@ -195,21 +203,3 @@ def _store_facts(cur, updates: dict[UUID, tuple[str, dict]], replaces) -> None:
                 merged[name] = fact
         rows.append((cid, tenant, merged))
     upsert_facts(cur, rows)
-
-
-def _record_appointment(cur, event: Touchpoint, cid: UUID, status: str) -> None:
-    payload = event.payload
-    starts_at = getattr(payload, "starts_at", None)
-    service_id = getattr(payload, "service_id", None)
-    cur.execute(
-        "insert into identity.customer_appointments (tenant_id, appointment_id, customer_id, store_id, service_id, "
-        "starts_at, status, status_at) values (%s, %s, %s, %s, %s, %s, %s, %s) "
-        "on conflict (tenant_id, appointment_id) do update set "
-        "starts_at = coalesce(excluded.starts_at, customer_appointments.starts_at), "
-        "service_id = coalesce(excluded.service_id, customer_appointments.service_id), "
-        "status = case when excluded.status_at >= customer_appointments.status_at then excluded.status "
-        "  else customer_appointments.status end, "
-        "status_at = greatest(excluded.status_at, customer_appointments.status_at)",
-        (event.tenant_id, str(payload.appointment_id), cid, event.store_id, service_id, starts_at, status,
-         event.occurred_at),
-    )
