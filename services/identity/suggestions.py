@@ -102,7 +102,7 @@ def _candidates(cur, tenants: dict[UUID, str], tokens: dict[UUID, list[str]], bl
     rows = [(cid, tenants[cid], t) for cid, ts in tokens.items() for t in ts]
     if not rows:
         return {}
-    cur.execute(
+    cur.execute(  # ids as text: parsing every row's ids cost more than the query
         "with asked (customer_id, tenant_id, token) as (select * from " + bulk_sql.unnest(("uuid", "text", "text"))
         + "), selective as (select b.tenant_id, b.token from identity.blocking_keys b "
         " join (select distinct tenant_id, token from asked) a using (tenant_id, token) "
@@ -110,26 +110,33 @@ def _candidates(cur, tenants: dict[UUID, str], tokens: dict[UUID, list[str]], bl
         "select distinct a.customer_id::text, b.customer_id::text from asked a join selective s using (tenant_id, token) "
         "join identity.blocking_keys b on b.tenant_id = a.tenant_id and b.token = a.token "
         "join identity.customers c on c.customer_id = b.customer_id and c.status = 'active' "
-        "where b.customer_id <> a.customer_id "
-        "and not exists (select 1 from identity.match_suggestions m where m.tenant_id = a.tenant_id "
-        " and m.customer_a = least(a.customer_id, b.customer_id) and m.customer_b = greatest(a.customer_id, b.customer_id) "
-        " and m.status <> 'obsolete') "
-        "and not exists (select 1 from identity.merge_blocks m where m.tenant_id = a.tenant_id "
-        " and m.customer_a = least(a.customer_id, b.customer_id) and m.customer_b = greatest(a.customer_id, b.customer_id))",
+        "where b.customer_id <> a.customer_id",
         (*bulk_sql.columns(rows, 3), block_limit),
     )
-    found: dict[str, set[str]] = {}
-    for cid, other in cur.fetchall():  # as text: parsing every row's ids cost more than the query
-        found.setdefault(cid, set()).add(other)
-    ids = {str(c): c for c in tenants}
+    found = cur.fetchall()
+    text_of = {str(c): c for c in tenants}
+    tenant_of = {str(c): t for c, t in tenants.items()}
+    pairs = {(tenant_of[c], *sorted((c, o))) for c, o in found}
+    # Pairs decided or blocked already, looked up by their keys. As anti-joins in the query above, the
+    # planner, misled by a young table's statistics, scanned every suggestion of the tenant per pair.
+    cur.execute(
+        "with p (tenant_id, a, b) as (select * from " + bulk_sql.unnest(("text", "uuid", "uuid")) + ") "
+        "select m.customer_a::text, m.customer_b::text from p join identity.match_suggestions m "
+        " on m.tenant_id = p.tenant_id and m.customer_a = p.a and m.customer_b = p.b where m.status <> 'obsolete' "
+        "union all select m.customer_a::text, m.customer_b::text from p join identity.merge_blocks m "
+        " on m.tenant_id = p.tenant_id and m.customer_a = p.a and m.customer_b = p.b",
+        bulk_sql.columns(sorted(pairs), 3))
+    proposed = set(cur.fetchall())  # decided pairs count as proposed: they are not proposed again
+    by_profile: dict[str, set[str]] = {}
+    for cid, other in found:
+        by_profile.setdefault(cid, set()).add(other)
     out: dict[UUID, list[UUID]] = {}
-    proposed: set[tuple[str, str]] = set()
     for cid in tenants:  # queue order
-        for other in sorted(found.get(str(cid), ())):
+        for other in sorted(by_profile.get(str(cid), ())):
             pair = tuple(sorted((str(cid), other)))
             if pair not in proposed:
                 proposed.add(pair)
-                out.setdefault(cid, []).append(ids.get(other) or ids.setdefault(other, UUID(other)))
+                out.setdefault(cid, []).append(text_of.get(other) or text_of.setdefault(other, UUID(other)))
     return out
 
 
