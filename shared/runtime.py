@@ -59,6 +59,7 @@ class ConsumerSpec:
     group: str
     handler: BatchHandler
     max_records: int = 500
+    wanted: Callable[[], bool] | None = None  # see ConsumerLoop
 
 
 @dataclass
@@ -94,7 +95,7 @@ class ServiceRuntime:
                 spec=c.spec, group_id=f"{s.topic_prefix}{c.group}", handler=c.handler,
                 bootstrap_servers=s.kafka_bootstrap_servers, dlq_producer=self.producer,
                 service=s.service_name, topic_prefix=s.topic_prefix, max_records=c.max_records,
-                session_timeout_ms=s.consumer_session_timeout_ms,
+                session_timeout_ms=s.consumer_session_timeout_ms, wanted=c.wanted,
             )
             loop.start()
             self.consumers.append(loop)

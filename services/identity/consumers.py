@@ -7,7 +7,7 @@ from services.identity import privacy, projection
 from services.identity.pii import Vault
 from services.identity.resolution import resolve_touchpoints
 from services.identity.settings import IdentitySettings
-from services.identity.webhooks.fanout import enqueue_deliveries
+from services.identity.webhooks.fanout import any_subscription, enqueue_deliveries
 from shared.bus.consumer import Delivery
 from shared.db import Database
 from shared.events import ErasureConfirmed
@@ -73,6 +73,7 @@ def consumer_specs(db: Database, settings: IdentitySettings, vault: Vault) -> li
         ConsumerSpec(LOYALTY_CHANGES, "identity-loyalty", partial(record_loyalty, db=db)),
         ConsumerSpec(FEEDBACK_CHANGES, "identity-feedback", partial(record_feedback, db=db)),
         # Webhooks: every public topic fans out to the subscriptions that want its events.
-        *(ConsumerSpec(spec, f"identity-webhooks.{spec.name}", partial(enqueue_deliveries, db=db), max_records=1000)
+        *(ConsumerSpec(spec, f"identity-webhooks.{spec.name}", partial(enqueue_deliveries, db=db), max_records=1000,
+                       wanted=partial(any_subscription, db))
           for spec in all_topics() if spec.public),
     ]

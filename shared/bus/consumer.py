@@ -72,6 +72,7 @@ class ConsumerLoop(BackgroundWorker):
         max_records: int = 500,
         session_timeout_ms: int = 10_000,
         max_backoff_s: float = 10.0,
+        wanted: Callable[[], bool] | None = None,
     ):
         super().__init__(name=f"consumer-{spec.name}")
         self.spec, self.group_id, self.handler = spec, group_id, handler
@@ -81,6 +82,9 @@ class ConsumerLoop(BackgroundWorker):
         self.max_records, self.session_timeout_ms, self.max_backoff_s = max_records, session_timeout_ms, max_backoff_s
         self.last_poll_at = 0.0
         self.dead_lettered = 0
+        # Asked before a polled batch is decoded: False means the handler would do nothing with any of it
+        # (no webhook subscription exists), so the batch is committed unread. An error counts as True.
+        self.wanted = wanted
 
     def work(self) -> None:
         consumer = KafkaConsumer(
@@ -109,7 +113,7 @@ class ConsumerLoop(BackgroundWorker):
             if not records:
                 continue
             with BATCH_SECONDS.labels(self.service, self.spec.name).time():
-                if not self._process(records):
+                if self._is_wanted() and not self._process(records):
                     return  # stopping mid-retry: commit nothing, the batch is redelivered
             offsets: dict[TopicPartition, OffsetAndMetadata] = {}
             for r in records:
@@ -117,6 +121,15 @@ class ConsumerLoop(BackgroundWorker):
                 if tp not in offsets or offsets[tp].offset <= r.offset:
                     offsets[tp] = OffsetAndMetadata(r.offset + 1, "", -1)
             consumer.commit(offsets)
+
+    def _is_wanted(self) -> bool:
+        if self.wanted is None:
+            return True
+        try:
+            return bool(self.wanted())
+        except Exception as exc:  # the handler decides, and retries if the database is away
+            log.warning("could not tell whether %s is wanted, processing it: %r", self.topic, exc)
+            return True
 
     def _process(self, records) -> bool:
         """Handle a polled batch; False when stopping before it was durable (nothing may be committed)."""

@@ -208,6 +208,44 @@ def test_offsets_are_committed_only_after_the_handler_returned(spec, producer, k
     assert sorted(map(str, handled)) == sorted(str(e.event_id) for e in events)
 
 
+def test_a_batch_nobody_wants_is_committed_unread_and_a_failing_check_processes_it(
+        spec, producer, kafka_bootstrap, topic_prefix):
+    """The webhook fan-out with no subscription: its batches are skipped, not decoded or handled, and
+    the group moves on; if the check itself fails, the batch is processed as usual."""
+    skipped, handled = [event() for _ in range(3)], []
+    _publish(producer, f"{topic_prefix}events", [encode(e) for e in skipped])
+    asked = []
+
+    def nobody():
+        asked.append(1)
+        return False
+
+    loop = ConsumerLoop(spec=spec, group_id=f"{topic_prefix}g", handler=lambda ds: handled.extend(ds),
+                        bootstrap_servers=kafka_bootstrap, dlq_producer=producer, service="test",
+                        topic_prefix=topic_prefix, session_timeout_ms=6000, wanted=nobody)
+    loop.start()
+    try:
+        wait_until(lambda: asked, 30, message="the check asked")
+    finally:
+        loop.stop()
+    assert not handled
+
+    def broken():
+        raise psycopg2.OperationalError("database is restarting")
+
+    later = event()
+    _publish(producer, f"{topic_prefix}events", [encode(later)])
+    loop = ConsumerLoop(spec=spec, group_id=f"{topic_prefix}g", handler=lambda ds: handled.extend(ds),
+                        bootstrap_servers=kafka_bootstrap, dlq_producer=producer, service="test",
+                        topic_prefix=topic_prefix, session_timeout_ms=6000, wanted=broken)
+    loop.start()
+    try:
+        wait_until(lambda: handled, 30, message="processed despite the failing check")
+    finally:
+        loop.stop()
+    assert [d.event.event_id for d in handled] == [later.event_id]  # the skipped ones were committed
+
+
 def _mangled_document(fields: dict) -> bytes:
     # json, not orjson: another producer may well send integers past 64 bits, which orjson cannot write.
     return json.dumps({**touchpoint_doc(), "tenant_id": "demo", "source": "test",

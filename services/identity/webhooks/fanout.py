@@ -71,6 +71,13 @@ def _subscriptions(cur, tenants: set[str]) -> list[tuple]:
     return cur.fetchall()
 
 
+def any_subscription(db: Database) -> bool:
+    """Whether any tenant subscribed at all: without one the fan-out need not even decode a batch."""
+    with db.transaction() as cur:
+        cur.execute("select exists (select 1 from identity.webhook_subscriptions where state in ('active', 'paused'))")
+        return cur.fetchone()[0]
+
+
 def enqueue_deliveries(deliveries: list[Delivery], db: Database, now=utcnow) -> int:
     events = [d.event for d in deliveries]
     with db.transaction() as cur:
