@@ -105,10 +105,10 @@ def test_rows_published_since_a_lost_broker_are_replayed(db, spec, producer, kaf
     assert len(read_all(kafka_bootstrap, f"{topic_prefix}events", 10)) == 10
 
 
-def _loop(spec, handler, kafka_bootstrap, producer, topic_prefix, group="g"):
+def _loop(spec, handler, kafka_bootstrap, producer, topic_prefix, group="g", wanted=None):
     return ConsumerLoop(spec=spec, group_id=f"{topic_prefix}{group}", handler=handler,
                         bootstrap_servers=kafka_bootstrap, dlq_producer=producer, service="test",
-                        topic_prefix=topic_prefix, session_timeout_ms=6000)
+                        topic_prefix=topic_prefix, session_timeout_ms=6000, wanted=wanted)
 
 
 def _publish(producer, topic, values):
@@ -220,9 +220,7 @@ def test_a_batch_nobody_wants_is_committed_unread_and_a_failing_check_processes_
         asked.append(1)
         return False
 
-    loop = ConsumerLoop(spec=spec, group_id=f"{topic_prefix}g", handler=lambda ds: handled.extend(ds),
-                        bootstrap_servers=kafka_bootstrap, dlq_producer=producer, service="test",
-                        topic_prefix=topic_prefix, session_timeout_ms=6000, wanted=nobody)
+    loop = _loop(spec, handled.extend, kafka_bootstrap, producer, topic_prefix, wanted=nobody)
     loop.start()
     try:
         wait_until(lambda: asked, 30, message="the check asked")
@@ -235,9 +233,7 @@ def test_a_batch_nobody_wants_is_committed_unread_and_a_failing_check_processes_
 
     later = event()
     _publish(producer, f"{topic_prefix}events", [encode(later)])
-    loop = ConsumerLoop(spec=spec, group_id=f"{topic_prefix}g", handler=lambda ds: handled.extend(ds),
-                        bootstrap_servers=kafka_bootstrap, dlq_producer=producer, service="test",
-                        topic_prefix=topic_prefix, session_timeout_ms=6000, wanted=broken)
+    loop = _loop(spec, handled.extend, kafka_bootstrap, producer, topic_prefix, wanted=broken)
     loop.start()
     try:
         wait_until(lambda: handled, 30, message="processed despite the failing check")
