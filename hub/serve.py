@@ -6,7 +6,10 @@ request at each hand-off. Identity answers the hub's hottest read (the customer 
 work: resolving touchpoints, matching profiles, relaying the outbox; booking's hold and confirm are
 requests that keep a process busy. So `hub serve identity` and `hub serve booking` run a supervisor:
 one process runs the workers (with the app, on a private port), <SERVICE>_API_PROCESSES more serve the
-HTTP API without workers on the service's port, sharing its listening socket (see shared/serving.py).
+HTTP API without workers on the service's port, each on a listening socket of its own bound with
+SO_REUSEPORT, so the kernel spreads connections evenly over them (see shared/serving.py). With one
+shared socket, whichever process was waiting in accept took the connection: under 16 keep-alive clients
+one booking API process held most of them and ran at its GIL's limit while the other idled.
 Identity's API processes also pass ingestion (CPU-bound as well) to one more API process on a private
 port. The workers and ingestion processes run at nice <SERVICE>_BACKGROUND_NICE (10), so requests go
 first when the CPU is short. <SERVICE>_API_PROCESSES=0, or <SERVICE>_RUN_WORKERS=false, runs the single
@@ -16,10 +19,12 @@ launcher restarts it), kill -9 of the supervisor kills them.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 
 import uvicorn
@@ -70,7 +75,11 @@ def serve(name: str) -> None:
 def _supervise(name: str, processes: int) -> int:
     """Start the workers process, the ingestion process (if the service has one) and `processes` API
     processes; return when they have stopped."""
-    public = _config(SERVICES[name], host=service_host(name), port=service_port(name)).bind_socket()
+    try:
+        public = _reuseport_sockets(service_host(name), service_port(name), processes)
+    except OSError as exc:  # the port is taken: say so and fail as uvicorn would
+        logging.getLogger("uvicorn.error").error(exc)
+        return 3
     roles = ("workers", "ingest") if name in WITH_INGESTION else ("workers",)
     private = {role: _config(SERVICES[name], host="127.0.0.1", port=0).bind_socket() for role in roles}
     urls = {role: f"http://127.0.0.1:{sock.getsockname()[1]}" for role, sock in private.items()}
@@ -86,7 +95,7 @@ def _supervise(name: str, processes: int) -> int:
             name, API_ONLY[name], private["ingest"], {**api_env, **background}, os.getpid())))
         api_env[INGEST_URL] = urls["ingest"]
     children += [ctx.Process(target=_child, name=f"{name}-api-{i}",
-                             args=(name, API_ONLY[name], public, api_env, os.getpid()))
+                             args=(name, API_ONLY[name], public[i], api_env, os.getpid()))
                  for i in range(processes)]
     stopping = False
 
@@ -105,7 +114,7 @@ def _supervise(name: str, processes: int) -> int:
         child.start()
     if stopping:  # a signal came while they were starting: those started after it stop too
         stop(signal.SIGTERM)
-    for sock in (public, *private.values()):
+    for sock in (*public, *private.values()):
         sock.close()  # the children hold them: once they are gone the port is free for a restart
     exit_code = 0
     while alive := [c for c in children if c.is_alive()]:
@@ -114,6 +123,22 @@ def _supervise(name: str, processes: int) -> int:
             exit_code = 1  # a process of the service ended on its own: stop the others, so it restarts whole
             stop()
     return exit_code
+
+
+def _reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` sockets listening on host:port (the first one's port when `port` is 0), one per API process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets = []
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]
+        sock.listen(2048)  # queued from now on, as a shared socket would queue them while the children start
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
 
 
 def _die_with_parent(parent: int) -> None:

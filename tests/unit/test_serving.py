@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hub.serve import api_processes
+from hub.serve import _reuseport_sockets, api_processes
 from shared.serving import combined_readiness
 
 
@@ -62,6 +62,50 @@ def test_the_api_runs_in_processes_of_its_own_unless_told_not_to(monkeypatch, se
 def test_other_services_keep_one_process(monkeypatch, service):
     monkeypatch.setenv(f"{service.upper()}_API_PROCESSES", "3")
     assert api_processes(service) == 0
+
+
+def test_the_api_processes_each_get_a_share_of_the_connections():
+    """One socket per API process on the same port: the kernel spreads new connections over them, so
+    keep-alive clients do not all end up on whichever process happened to be waiting in accept."""
+    import socket
+
+    listeners = _reuseport_sockets("127.0.0.1", 0, 2)
+    port = listeners[0].getsockname()[1]
+    assert listeners[1].getsockname()[1] == port
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+    try:
+        accepted = []
+        for listener in listeners:
+            listener.setblocking(False)
+            count = 0
+            while True:
+                try:
+                    listener.accept()[0].close()
+                except BlockingIOError:
+                    break
+                count += 1
+            accepted.append(count)
+        assert sum(accepted) == 40 and min(accepted) >= 5, accepted
+    finally:
+        for sock in (*clients, *listeners):
+            sock.close()
+
+
+def test_a_taken_port_fails_the_service_at_start():
+    import socket
+
+    from hub.serve import _supervise
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("BOOKING_PORT", str(port))
+            assert _supervise("booking", 2) == 3
+    finally:
+        taken.close()
 
 
 # --- the API processes pass ingestion on, and answer probes for the whole service -----------------------
