@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import date, time
+from functools import lru_cache
 from typing import Annotated, Literal
 
 import orjson
@@ -241,7 +242,10 @@ def _store_row(row) -> dict:
 # them once per session.
 _STORE = Prepared("booking_store", ("text", "text"), "select store_id, name, timezone, opening_hours, holidays, "
                   "policy, currency from stores where tenant_id = $1 and store_id = $2")
-_STORE_STAFF = Prepared("booking_store_staff", ("text", "text"), "select staff_id, skills, schedule from staff "
+# The rules' columns as text: the rules built from them are cached by that text (store_rules, staff_rules).
+_STORE_RULES = Prepared("booking_store_rules", ("text", "text"), "select timezone, opening_hours::text, "
+                        "holidays, policy::text, currency from stores where tenant_id = $1 and store_id = $2")
+_STORE_STAFF = Prepared("booking_store_staff", ("text", "text"), "select staff_id, skills, schedule::text from staff "
                         "where tenant_id = $1 and active and schedule @> jsonb_build_array(jsonb_build_object("
                         "'store_id', $2)) order by staff_id")
 
@@ -261,12 +265,23 @@ def list_stores(cur, tenant_id: str) -> list[dict]:
 
 
 def store_rules(cur, tenant_id: str, store_id: str) -> Store:
-    s = get_store(cur, tenant_id, store_id)
+    _STORE_RULES.execute(cur, (tenant_id, store_id))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"unknown store {store_id!r}")
+    timezone, hours_json, holidays, policy_json, currency = row
+    return _store_rules(store_id, timezone, hours_json, tuple(holidays), policy_json, currency)
+
+
+@lru_cache(maxsize=1024)
+def _store_rules(store_id: str, timezone: str, hours_json: str, holidays: tuple[date, ...], policy_json: str,
+                 currency: str) -> Store:
+    """Keyed by the row's own text: a changed store is a new key, so nothing stale is ever served."""
     hours = {WEEKDAYS.index(day): tuple((parse_clock(i["start"]), parse_clock(i["end"])) for i in intervals)
-             for day, intervals in s["opening_hours"].items()}
-    p = s["policy"]
-    return Store(store_id, zone(s["timezone"]), hours, frozenset(s["holidays"]),
-                 StorePolicy(**{**p, "reminder_offsets": tuple(p["reminder_offsets"])}), s["currency"])
+             for day, intervals in orjson.loads(hours_json).items()}
+    p = StorePolicyIn(**orjson.loads(policy_json)).model_dump()
+    return Store(store_id, zone(timezone), hours, frozenset(holidays),
+                 StorePolicy(**{**p, "reminder_offsets": tuple(p["reminder_offsets"])}), currency)
 
 
 def put_staff(cur, tenant_id: str, staff_id: str, body: StaffIn) -> dict:
@@ -306,12 +321,16 @@ def list_staff(cur, tenant_id: str, store_id: str | None) -> list[dict]:
 def staff_rules(cur, tenant_id: str, store_id: str) -> tuple[Staff, ...]:
     """Active staff with at least one shift at the store."""
     _STORE_STAFF.execute(cur, (tenant_id, store_id))
-    return tuple(
-        Staff(staff_id, frozenset(skills), tuple(
-            Shift(sh["store_id"], WEEKDAYS.index(sh["weekday"]), parse_clock(sh["start"]), parse_clock(sh["end"]),
-                  tuple((parse_clock(b["start"]), parse_clock(b["end"])) for b in sh["breaks"]))
-            for sh in schedule))
-        for staff_id, skills, schedule in cur.fetchall())
+    return tuple(_staff_rules(staff_id, tuple(skills), schedule_json) for staff_id, skills, schedule_json in cur.fetchall())
+
+
+@lru_cache(maxsize=16384)
+def _staff_rules(staff_id: str, skills: tuple[str, ...], schedule_json: str) -> Staff:
+    """Keyed by the row's own text, as _store_rules: parsing every schedule was a fifth of a hold's Python."""
+    return Staff(staff_id, frozenset(skills), tuple(
+        Shift(sh["store_id"], WEEKDAYS.index(sh["weekday"]), parse_clock(sh["start"]), parse_clock(sh["end"]),
+              tuple((parse_clock(b["start"]), parse_clock(b["end"])) for b in sh["breaks"]))
+        for sh in orjson.loads(schedule_json)))
 
 
 def add_time_off(cur, tenant_id: str, staff_id: str, body: TimeOffIn) -> dict:

@@ -46,6 +46,7 @@ def instant(naive: datetime, tz: ZoneInfo) -> datetime:
     return naive.replace(tzinfo=tz).astimezone(UTC)
 
 
+@lru_cache(maxsize=16384)  # pure; a hold checks every qualified staff member's shifts several times
 def boundary(day: date, wall: time, tz: ZoneInfo, *, later: bool) -> datetime:
     """The instant a rule boundary (opening, closing, shift start) falls on. A boundary the clocks skip
     falls where the clock resumes; a repeated one takes its first occurrence for a start and its second

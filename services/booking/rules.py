@@ -56,9 +56,20 @@ class Staff:
     staff_id: str
     skills: frozenset[str] = frozenset()
     shifts: tuple[Shift, ...] = ()
+    # (store, zone, day) -> working(): a hold asks it for every qualified staff member several times, and
+    # catalog.staff_rules reuses one Staff per schedule across requests. Derived, so not part of equality.
+    _worked: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def working(self, store: Store, day: date) -> list[Interval]:
+    def working(self, store: Store, day: date) -> tuple[Interval, ...]:
         """The instants this person works at the store that day, breaks taken out."""
+        key = (store.store_id, store.tz, day)
+        if (found := self._worked.get(key)) is None:
+            if len(self._worked) >= 1024:  # a long-lived process asked about many days: start over
+                self._worked.clear()
+            found = self._worked[key] = tuple(self._working(store, day))
+        return found
+
+    def _working(self, store: Store, day: date) -> list[Interval]:
         worked: list[Interval] = []
         for s in self.shifts:
             if s.store_id != store.store_id or s.weekday != day.weekday():
