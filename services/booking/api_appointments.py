@@ -17,7 +17,7 @@ from services.booking.catalog import ClockInterval, parse_clock
 from shared.auth import CallerBooking, CallerStaff
 from shared.events.base import Channel, Identifier, Slug, utcnow
 from shared.events.booking import BookedSubject
-from shared.http import BIGINT_MAX, Day, Instant, Timestamp, in_transaction
+from shared.http import BIGINT_MAX, Day, Instant, Timestamp, answered
 
 availability = APIRouter(prefix="/v1/availability", tags=["availability"])
 appointments = APIRouter(prefix="/v1/appointments", tags=["appointments"])
@@ -123,7 +123,7 @@ async def get_availability(
     kind = "vehicle" if vehicle_class else "pet"
     subject = rule_subject({"kind": kind, "size": size, "coat": coat, "vehicle_class": vehicle_class}
                            if size or coat or vehicle_class else None)
-    return await in_transaction(request, appts.availability, caller.tenant_id, store_id, service_id, date, utcnow(),
+    return await answered(request, appts.availability, caller.tenant_id, store_id, service_id, date, utcnow(),
                                 staff_id, subject)
 
 
@@ -136,12 +136,12 @@ async def hold(body: HoldIn, request: Request, caller: CallerBooking):
         return lifecycle.hold(cur, caller.tenant_id, body.store_id, body.service_id, start, body.customer.domain(),
                               body.channel.value, utcnow(), body.staff_id, body.notes, store)
 
-    return await in_transaction(request, run)
+    return await answered(request, run)
 
 
 @appointments.get("/{appointment_id}", responses=REFUSALS, summary="One appointment with its reminders")
 async def get_appointment(appointment_id: UUID, request: Request, caller: CallerBooking):
-    return await in_transaction(request, appts.details, caller.tenant_id, appointment_id)
+    return await answered(request, appts.details, caller.tenant_id, appointment_id)
 
 
 @appointments.get("", summary="A store's appointments on a local day (the day sheet)",
@@ -150,12 +150,12 @@ async def day_sheet(request: Request, caller: CallerBooking,
                     store_id: Annotated[str, Query(pattern=SLUG, max_length=64)],
                     date: Annotated[Day, Query(description="Store-local date.")],
                     staff_id: SlugQuery = None):
-    return await in_transaction(request, appts.day_sheet, caller.tenant_id, store_id, date, staff_id)
+    return await answered(request, appts.day_sheet, caller.tenant_id, store_id, date, staff_id)
 
 
 @appointments.post("/{appointment_id}/confirm", responses=REFUSALS)
 async def confirm(appointment_id: UUID, request: Request, caller: CallerBooking):
-    return await in_transaction(request, lifecycle.confirm, caller.tenant_id, appointment_id, utcnow())
+    return await answered(request, lifecycle.confirm, caller.tenant_id, appointment_id, utcnow())
 
 
 @appointments.post("/{appointment_id}/reschedule", responses=REFUSALS)
@@ -166,37 +166,37 @@ async def reschedule(appointment_id: UUID, body: RescheduleIn, request: Request,
         start = appts.resolve_start(body.starts_at, body.local_start, store)
         return lifecycle.reschedule(cur, caller.tenant_id, appointment_id, start, utcnow(), body.staff_id, store)
 
-    return await in_transaction(request, run)
+    return await answered(request, run)
 
 
 @appointments.post("/{appointment_id}/cancel", responses=REFUSALS,
                    summary="Cancel; inside the store's window it is late and a fee applies unless waived")
 async def cancel(appointment_id: UUID, body: CancelIn, request: Request, caller: CallerBooking):
-    return await in_transaction(request, lifecycle.cancel, caller.tenant_id, appointment_id, utcnow(), body.reason,
+    return await answered(request, lifecycle.cancel, caller.tenant_id, appointment_id, utcnow(), body.reason,
                                 body.waive_fee)
 
 
 @appointments.post("/{appointment_id}/check-in", responses=REFUSALS)
 async def check_in(appointment_id: UUID, request: Request, caller: CallerStaff):
-    return await in_transaction(request, lifecycle.check_in, caller.tenant_id, appointment_id, utcnow())
+    return await answered(request, lifecycle.check_in, caller.tenant_id, appointment_id, utcnow())
 
 
 @appointments.post("/{appointment_id}/complete", responses=REFUSALS)
 async def complete(appointment_id: UUID, body: CompleteIn, request: Request, caller: CallerStaff):
-    return await in_transaction(request, lifecycle.complete, caller.tenant_id, appointment_id, utcnow(),
+    return await answered(request, lifecycle.complete, caller.tenant_id, appointment_id, utcnow(),
                                 body.amount_minor, body.services_performed, body.performed_by)
 
 
 @appointments.post("/{appointment_id}/no-show", responses=REFUSALS)
 async def no_show(appointment_id: UUID, body: NoShowIn, request: Request, caller: CallerStaff):
-    return await in_transaction(request, lifecycle.no_show, caller.tenant_id, appointment_id, utcnow(),
+    return await answered(request, lifecycle.no_show, caller.tenant_id, appointment_id, utcnow(),
                                 body.waive_fee)
 
 
 @walk_ins.post("", status_code=201, responses=REFUSALS, summary="Record a walk-in served at the POS (completed)")
 async def walk_in(body: WalkInIn, request: Request, caller: CallerBooking):
     now = utcnow()
-    return await in_transaction(request, lifecycle.walk_in, caller.tenant_id, body.store_id, body.service_id,
+    return await answered(request, lifecycle.walk_in, caller.tenant_id, body.store_id, body.service_id,
                                 body.staff_id, body.started_at or now, body.customer.domain(), body.channel.value,
                                 now, body.amount_minor, body.services_performed)
 
@@ -205,28 +205,28 @@ async def walk_in(body: WalkInIn, request: Request, caller: CallerBooking):
                 summary="Join the waitlist for a day and time window; a freed slot is offered in line order")
 async def join(body: WaitlistIn, request: Request, caller: CallerBooking):
     window = (parse_clock(body.window_start), parse_clock(body.window_end))
-    return await in_transaction(request, waitlist.join, caller.tenant_id, body.store_id, body.service_id, body.day,
+    return await answered(request, waitlist.join, caller.tenant_id, body.store_id, body.service_id, body.day,
                                 window, body.customer.domain(), body.channel.value, utcnow(), body.staff_id)
 
 
 @waitlists.get("/{waitlist_id}", responses=REFUSALS, summary="A waitlist entry with its offers")
 async def get_entry(waitlist_id: UUID, request: Request, caller: CallerBooking):
-    return await in_transaction(request, waitlist.get, caller.tenant_id, waitlist_id)
+    return await answered(request, waitlist.get, caller.tenant_id, waitlist_id)
 
 
 @waitlists.delete("/{waitlist_id}", responses=REFUSALS, summary="Leave the waitlist (an open offer is declined)")
 async def leave(waitlist_id: UUID, request: Request, caller: CallerBooking):
-    return await in_transaction(request, waitlist.leave, caller.tenant_id, waitlist_id, utcnow())
+    return await answered(request, waitlist.leave, caller.tenant_id, waitlist_id, utcnow())
 
 
 @offers.post("/{offer_id}/claim", responses=REFUSALS, summary="Take the offered slot: a confirmed appointment")
 async def claim(offer_id: UUID, request: Request, caller: CallerBooking):
-    return await in_transaction(request, waitlist.claim, caller.tenant_id, offer_id, utcnow())
+    return await answered(request, waitlist.claim, caller.tenant_id, offer_id, utcnow())
 
 
 @offers.post("/{offer_id}/decline", responses=REFUSALS, summary="Decline; the slot goes to the next in line")
 async def decline(offer_id: UUID, request: Request, caller: CallerBooking):
-    return await in_transaction(request, waitlist.decline, caller.tenant_id, offer_id, utcnow())
+    return await answered(request, waitlist.decline, caller.tenant_id, offer_id, utcnow())
 
 
 ROUTERS = (availability, appointments, walk_ins, waitlists, offers)
