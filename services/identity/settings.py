@@ -25,6 +25,8 @@ class IdentitySettings(ServiceSettings):
     match_batch: int = Field(200, description="Profiles the match worker scores per transaction.")
     match_block_limit: int = Field(
         200, description="A blocking key shared by more profiles than this is too common to find candidates with.")
+    match_candidates: int = Field(
+        30, ge=1, description="Candidates scored per queued profile at most: those sharing its rarest blocking keys.")
     erasure_services: tuple[str, ...] = Field(
         ("identity", "booking", "loyalty", "feedback", "insights"),
         description="Services that must confirm an erasure before it counts as complete.")

@@ -85,7 +85,7 @@ def process_queue(db: Database, vault: Vault, settings: IdentitySettings) -> int
                   for cid, tenant in tenants.items()}
         store.replace_blocking_keys(cur, [(tenants[cid], t, cid) for cid, ts in tokens.items() for t in ts],
                                     list(tenants))
-        candidates = _candidates(cur, tenants, tokens, settings.match_block_limit)
+        candidates = _candidates(cur, tenants, tokens, settings.match_block_limit, settings.match_candidates)
         facts.update(profile_facts(cur, vault, list({o for others in candidates.values() for o in others} - facts.keys())))
         merged: set[UUID] = set()  # auto-merged in this batch: their facts are stale, their survivor re-queued
         for cid, tenant in tenants.items():  # in queue order
@@ -95,23 +95,29 @@ def process_queue(db: Database, vault: Vault, settings: IdentitySettings) -> int
         return len(queued)
 
 
-def _candidates(cur, tenants: dict[UUID, str], tokens: dict[UUID, list[str]], block_limit: int) -> dict[UUID, list[UUID]]:
+def _candidates(cur, tenants: dict[UUID, str], tokens: dict[UUID, list[str]], block_limit: int,
+                most: int) -> dict[UUID, list[UUID]]:
     """Each profile's active candidates: sharing a blocking key held by at most `block_limit` profiles,
     and neither suggested already (unless obsolete) nor blocked as a pair. A pair is proposed once, to
-    the profile queued first."""
+    the profile queued first. At most `most` per profile, those whose shared keys are the rarest (each
+    key counts 1 / the profiles holding it): a common full name alone shared with a hundred others says
+    little, a birth date with an initial or a postcode says much (meta-blocking)."""
     rows = [(cid, tenants[cid], t) for cid, ts in tokens.items() for t in ts]
     if not rows:
         return {}
     cur.execute(  # ids as text: parsing every row's ids cost more than the query
         "with asked (customer_id, tenant_id, token) as (select * from " + bulk_sql.unnest(("uuid", "text", "text"))
-        + "), selective as (select b.tenant_id, b.token from identity.blocking_keys b "
+        + "), selective as (select b.tenant_id, b.token, count(*) as holders from identity.blocking_keys b "
         " join (select distinct tenant_id, token from asked) a using (tenant_id, token) "
-        " group by b.tenant_id, b.token having count(*) <= %s) "
-        "select distinct a.customer_id::text, b.customer_id::text from asked a join selective s using (tenant_id, token) "
-        "join identity.blocking_keys b on b.tenant_id = a.tenant_id and b.token = a.token "
-        "join identity.customers c on c.customer_id = b.customer_id and c.status = 'active' "
-        "where b.customer_id <> a.customer_id",
-        (*bulk_sql.columns(rows, 3), block_limit),
+        " group by b.tenant_id, b.token having count(*) <= %s), "
+        "weighed as (select a.customer_id as a, b.customer_id as b, sum(1.0 / s.holders) as weight "
+        " from asked a join selective s using (tenant_id, token) "
+        " join identity.blocking_keys b on b.tenant_id = a.tenant_id and b.token = a.token "
+        " join identity.customers c on c.customer_id = b.customer_id and c.status = 'active' "
+        " where b.customer_id <> a.customer_id group by a.customer_id, b.customer_id) "
+        "select a::text, b::text from (select a, b, row_number() over (partition by a order by weight desc, b) as rank "
+        " from weighed) ranked where rank <= %s",
+        (*bulk_sql.columns(rows, 3), block_limit, most),
     )
     found = cur.fetchall()
     text_of = {str(c): c for c in tenants}

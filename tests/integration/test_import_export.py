@@ -150,6 +150,20 @@ def test_three_records_of_one_person_matched_in_one_batch_end_as_one_customer(db
     assert scalar(db, "select count(*) from identity.match_suggestions where status = 'auto_merged'") == 2
 
 
+def test_a_duplicate_is_found_among_many_namesakes_when_only_a_few_candidates_are_scored(db, database_url,
+                                                                                     tmp_path):
+    """The matcher scores only a profile's candidates sharing its rarest blocking keys: the namesake who
+    also shares the birth date and address outranks eight who share only the (common) name."""
+    rows = [["D1", "Wei", "Wang", "13911130001", "", "1990-03-01", "M", "1 Nanjing Rd", "Shanghai"],
+            ["D2", "Wei", "Wang", "13911130002", "", "1990-03-01", "M", "1 Nanjing Road", "Shanghai"]]
+    rows += [[f"N{i}", "Wei", "Wang", f"1391113010{i}", "", f"19{70 + i}-06-1{i}", "M", "", ""] for i in range(8)]
+    settings = settings_for(IdentitySettings, {"database_url": database_url, "match_candidates": 1})
+    customers_import(db, settings, write_csv(tmp_path / "c.csv", rows), batch=10)
+    found = clusters(db, settings, tmp_path / "clusters.csv")
+    assert found["D1"] == found["D2"]
+    assert len({found[f"N{i}"] for i in range(8)} | {found["D1"]}) == 9
+
+
 def test_an_interrupted_import_resumes_and_imports_no_row_twice(db, settings, tmp_path):
     path = write_csv(tmp_path / "customers.csv", ROWS)
     calls = []
