@@ -124,7 +124,7 @@ async def get_availability(
     subject = rule_subject({"kind": kind, "size": size, "coat": coat, "vehicle_class": vehicle_class}
                            if size or coat or vehicle_class else None)
     return await answered(request, appts.availability, caller.tenant_id, store_id, service_id, date, utcnow(),
-                                staff_id, subject)
+                          staff_id, subject)
 
 
 @appointments.post("", status_code=201, responses=REFUSALS,
@@ -173,7 +173,7 @@ async def reschedule(appointment_id: UUID, body: RescheduleIn, request: Request,
                    summary="Cancel; inside the store's window it is late and a fee applies unless waived")
 async def cancel(appointment_id: UUID, body: CancelIn, request: Request, caller: CallerBooking):
     return await answered(request, lifecycle.cancel, caller.tenant_id, appointment_id, utcnow(), body.reason,
-                                body.waive_fee)
+                          body.waive_fee)
 
 
 @appointments.post("/{appointment_id}/check-in", responses=REFUSALS)
@@ -184,21 +184,21 @@ async def check_in(appointment_id: UUID, request: Request, caller: CallerStaff):
 @appointments.post("/{appointment_id}/complete", responses=REFUSALS)
 async def complete(appointment_id: UUID, body: CompleteIn, request: Request, caller: CallerStaff):
     return await answered(request, lifecycle.complete, caller.tenant_id, appointment_id, utcnow(),
-                                body.amount_minor, body.services_performed, body.performed_by)
+                          body.amount_minor, body.services_performed, body.performed_by)
 
 
 @appointments.post("/{appointment_id}/no-show", responses=REFUSALS)
 async def no_show(appointment_id: UUID, body: NoShowIn, request: Request, caller: CallerStaff):
     return await answered(request, lifecycle.no_show, caller.tenant_id, appointment_id, utcnow(),
-                                body.waive_fee)
+                          body.waive_fee)
 
 
 @walk_ins.post("", status_code=201, responses=REFUSALS, summary="Record a walk-in served at the POS (completed)")
 async def walk_in(body: WalkInIn, request: Request, caller: CallerBooking):
     now = utcnow()
     return await answered(request, lifecycle.walk_in, caller.tenant_id, body.store_id, body.service_id,
-                                body.staff_id, body.started_at or now, body.customer.domain(), body.channel.value,
-                                now, body.amount_minor, body.services_performed)
+                          body.staff_id, body.started_at or now, body.customer.domain(), body.channel.value,
+                          now, body.amount_minor, body.services_performed)
 
 
 @waitlists.post("", status_code=201, responses=REFUSALS,
@@ -206,7 +206,7 @@ async def walk_in(body: WalkInIn, request: Request, caller: CallerBooking):
 async def join(body: WaitlistIn, request: Request, caller: CallerBooking):
     window = (parse_clock(body.window_start), parse_clock(body.window_end))
     return await answered(request, waitlist.join, caller.tenant_id, body.store_id, body.service_id, body.day,
-                                window, body.customer.domain(), body.channel.value, utcnow(), body.staff_id)
+                          window, body.customer.domain(), body.channel.value, utcnow(), body.staff_id)
 
 
 @waitlists.get("/{waitlist_id}", responses=REFUSALS, summary="A waitlist entry with its offers")

@@ -321,7 +321,7 @@ def list_staff(cur, tenant_id: str, store_id: str | None) -> list[dict]:
 def staff_rules(cur, tenant_id: str, store_id: str) -> tuple[Staff, ...]:
     """Active staff with at least one shift at the store."""
     _STORE_STAFF.execute(cur, (tenant_id, store_id))
-    return tuple(_staff_rules(staff_id, tuple(skills), schedule_json) for staff_id, skills, schedule_json in cur.fetchall())
+    return tuple(_staff_rules(staff_id, tuple(skills), schedule) for staff_id, skills, schedule in cur.fetchall())
 
 
 @lru_cache(maxsize=16384)
