@@ -23,6 +23,8 @@ from unidecode import unidecode
 SUGGEST_THRESHOLD = 0.7
 AUTO_MERGE_THRESHOLD = 0.9
 
+CONTACT_TYPES = ("phone", "email")  # the identifier types compared (ProfileFacts.phones and .emails)
+
 
 @dataclass(frozen=True)
 class ProfileFacts:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from uuid import UUID
 
-from services.identity import projection, store
+from services.identity import matching, projection, store
 from services.identity.domain import Classified, Plan, Resolver, classify
 from services.identity.pii import BatchVault, Vault
 from services.identity.policy import TenantPolicy
@@ -134,9 +134,10 @@ def _persist(cur, vault: Vault, items: list[Classified], plan: Plan, now: dateti
     outbox.extend((CUSTOMERS_CHANGES, str(e.customer_id), e)
                   for e in projection.record_consents(cur, items, customer_of, now))
     projection.record_facts(cur, items, customer_of)
-    # Re-matched when what matching compares changed: a new profile, new attributes, a newly held weak
-    # identifier (a car seen again under its known plate changes nothing).
-    rematch = changed | plan.new_customers.keys() | {plan.canonical(c) for _, c in plan.weak_links}
+    # Re-matched when what matching compares changed: a new profile, new attributes, a newly held phone,
+    # e-mail or weak identifier (a car seen again under its known plate changes nothing).
+    rematch = (changed | plan.new_customers.keys() | {plan.canonical(c) for _, c in plan.weak_links}
+               | {plan.canonical(c) for key, c in plan.links.items() if key.type in matching.CONTACT_TYPES})
     store.queue_for_matching(cur, {(customer_of[i.event.event_id], i.event.tenant_id) for i in items
                                    if customer_of[i.event.event_id] in rematch})
     for item in items:

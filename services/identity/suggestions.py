@@ -33,7 +33,7 @@ _FACTS = (
     "select customer_id::text, attribute, value_enc, key_id::text, null from identity.profile_attributes "
     " where customer_id = any(%(ids)s::uuid[]) and attribute in ('name', 'birth_date', 'address') "
     "union all select customer_id::text, id_type, value_enc, key_id::text, null from identity.identifiers "
-    " where customer_id = any(%(ids)s::uuid[]) and id_type in ('phone', 'email') and not junk "
+    f" where customer_id = any(%(ids)s::uuid[]) and id_type in {matching.CONTACT_TYPES} and not junk "
     "union all select customer_id::text, 'weak', null, null, token from identity.weak_identifiers "
     " where customer_id = any(%(ids)s::uuid[])")
 _FIELD_OF = {"name": "names", "birth_date": "birth_dates", "address": "addresses", "phone": "phones",

@@ -185,3 +185,19 @@ def test_a_profile_is_queued_for_matching_when_what_matching_compares_changes_no
     assert count(db, queued, cid) == 0
     resolve(delivery([("phone", "13912345991"), ("license_plate", "沪B67890")]))
     assert count(db, queued, cid) == 1
+
+
+def test_a_profile_is_queued_for_matching_when_it_gains_a_phone_or_email(db, resolve):
+    """Near-identical phones and e-mails are what matching compares: a new one (it may be one character
+    off another customer's) queues the profile; a new app account does not."""
+    first = delivery([("phone", "13912345992")])
+    resolve(first)
+    cid = customer_of(db, first)
+    queued = "select count(*) from identity.match_queue where customer_id = %s"
+    with db.transaction() as cur:
+        cur.execute("delete from identity.match_queue")
+
+    resolve(delivery([("phone", "13912345992"), ("app_user_id", "u-992")]))
+    assert count(db, queued, cid) == 0
+    resolve(delivery([("phone", "13912345992"), ("email", "mei.lin@example.com")]))
+    assert count(db, queued, cid) == 1
