@@ -171,33 +171,32 @@ def test_no_operation_merges_customers_of_two_tenants(db, resolve):
     assert count(db, "select count(*) from identity.decisions") == 0
 
 
-def test_a_profile_is_queued_for_matching_when_what_matching_compares_changes_not_on_every_visit(db, resolve):
-    """A car seen again under its known plate adds nothing to compare; a new plate does."""
-    first = delivery([("phone", "13912345991"), ("license_plate", "沪A12345")])
+def _queued_after(db, resolve, identifiers):
+    """Resolve a first touchpoint carrying `identifiers`, empty the match queue, and return a check of
+    whether that profile is queued again."""
+    first = delivery(identifiers)
     resolve(first)
     cid = customer_of(db, first)
-    queued = "select count(*) from identity.match_queue where customer_id = %s"
-    assert count(db, queued, cid) == 1  # a new profile
+    assert count(db, "select count(*) from identity.match_queue where customer_id = %s", cid) == 1  # new
     with db.transaction() as cur:
         cur.execute("delete from identity.match_queue")
+    return lambda: count(db, "select count(*) from identity.match_queue where customer_id = %s", cid) == 1
 
+
+def test_a_profile_is_queued_for_matching_when_what_matching_compares_changes_not_on_every_visit(db, resolve):
+    """A car seen again under its known plate adds nothing to compare; a new plate does."""
+    queued = _queued_after(db, resolve, [("phone", "13912345991"), ("license_plate", "沪A12345")])
     resolve(delivery([("phone", "13912345991"), ("license_plate", "沪A 12345")]))
-    assert count(db, queued, cid) == 0
+    assert not queued()
     resolve(delivery([("phone", "13912345991"), ("license_plate", "沪B67890")]))
-    assert count(db, queued, cid) == 1
+    assert queued()
 
 
 def test_a_profile_is_queued_for_matching_when_it_gains_a_phone_or_email(db, resolve):
     """Near-identical phones and e-mails are what matching compares: a new one (it may be one character
     off another customer's) queues the profile; a new app account does not."""
-    first = delivery([("phone", "13912345992")])
-    resolve(first)
-    cid = customer_of(db, first)
-    queued = "select count(*) from identity.match_queue where customer_id = %s"
-    with db.transaction() as cur:
-        cur.execute("delete from identity.match_queue")
-
+    queued = _queued_after(db, resolve, [("phone", "13912345992")])
     resolve(delivery([("phone", "13912345992"), ("app_user_id", "u-992")]))
-    assert count(db, queued, cid) == 0
+    assert not queued()
     resolve(delivery([("phone", "13912345992"), ("email", "mei.lin@example.com")]))
-    assert count(db, queued, cid) == 1
+    assert queued()
