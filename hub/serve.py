@@ -126,8 +126,14 @@ def _supervise(name: str, processes: int) -> int:
 
 
 def _reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """`count` sockets listening on host:port (the first one's port when `port` is 0), one per API process."""
+    """`count` sockets listening on host:port (the first one's port when `port` is 0), one per API process.
+    OSError if anything holds the port: SO_REUSEPORT alone would let a second instance of the service
+    (one left running, a second `make run`) share it silently, so a plain bind probes it first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sockets = []
     for _ in range(count):
         sock = socket.socket(family, socket.SOCK_STREAM)

@@ -91,21 +91,26 @@ def test_the_api_processes_each_get_a_share_of_the_connections():
             sock.close()
 
 
-def test_a_taken_port_fails_the_service_at_start():
+@pytest.mark.parametrize("holder", ["another program", "another instance of the service"])
+def test_a_taken_port_fails_the_service_at_start(monkeypatch, holder):
+    """Even when the holder listens with SO_REUSEPORT as the API processes do, which would otherwise let
+    two instances share the port silently."""
     import socket
 
     from hub.serve import _supervise
 
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
+    if holder == "another program":
+        taken = [socket.socket()]
+        taken[0].bind(("127.0.0.1", 0))
+        taken[0].listen()
+    else:
+        taken = _reuseport_sockets("127.0.0.1", 0, 2)
+    monkeypatch.setenv("BOOKING_PORT", str(taken[0].getsockname()[1]))
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("BOOKING_PORT", str(port))
-            assert _supervise("booking", 2) == 3
+        assert _supervise("booking", 2) == 3
     finally:
-        taken.close()
+        for sock in taken:
+            sock.close()
 
 
 # --- the API processes pass ingestion on, and answer probes for the whole service -----------------------
